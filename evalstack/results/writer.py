@@ -1,0 +1,113 @@
+"""Results files: results.json, samples.jsonl and report.md, each written atomically."""
+
+from __future__ import annotations
+
+import json
+import math
+from collections.abc import Sequence
+from dataclasses import asdict, dataclass, field
+from importlib import metadata
+from typing import Any
+
+from evalstack import storage
+
+RESULTS_SCHEMA_VERSION = 1
+# Libraries whose versions decide a score; recorded in every results.json.
+TRACKED_LIBRARIES = (
+    "evalstack", "scikit-learn", "sacrebleu", "rouge-score", "nltk", "bert-score", "math-verify", "sympy",
+    "numpy", "scipy", "torch", "transformers",
+)  # fmt: skip
+
+
+def library_versions() -> dict[str, str]:
+    out = {}
+    for name in TRACKED_LIBRARIES:
+        try:
+            out[name] = metadata.version(name)
+        except metadata.PackageNotFoundError:
+            continue
+    return out
+
+
+@dataclass
+class EvaluationResult:
+    """What results.json holds for one model (candidate or base)."""
+
+    eval_type: str
+    name: str
+    model: str
+    role: str
+    num_samples: int
+    metrics: dict[str, float]
+    dataset_sha256: str
+    stderr: dict[str, float] = field(default_factory=dict)
+    confidence_intervals: dict[str, list[float]] = field(default_factory=dict)
+    subtasks: dict[str, dict[str, float]] = field(default_factory=dict)
+    details: dict[str, Any] = field(default_factory=dict)
+    library_versions: dict[str, str] = field(default_factory=library_versions)
+    schema_version: int = RESULTS_SCHEMA_VERSION
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+def dumps(data: Any) -> str:
+    """Deterministic JSON: sorted keys, NaN rejected (a NaN score is a bug, not a result)."""
+    return json.dumps(data, indent=2, sort_keys=True, allow_nan=False) + "\n"
+
+
+def jsonl(records: Sequence[dict[str, Any]]) -> str:
+    return "".join(json.dumps(r, sort_keys=True, allow_nan=False) + "\n" for r in records)
+
+
+def _fmt(value: float) -> str:
+    return "nan" if math.isnan(value) else f"{value:.4f}"
+
+
+def render_table(result: EvaluationResult, comparison: dict[str, Any] | None = None) -> str:
+    """A Markdown table of the metrics; with a comparison, base and improvement columns too."""
+    lines = []
+    if comparison:
+        base = comparison.get("base", {})
+        improvement = comparison.get("improvement", {})
+        lines += ["| metric | fine-tuned | base | improvement |", "|---|---:|---:|---:|"]
+        for name, value in sorted(result.metrics.items()):
+            b, d = base.get(name), improvement.get(name)
+            lines.append(
+                f"| {name} | {_fmt(value)} | {'' if b is None else _fmt(b)} | {'' if d is None else f'{d:+.4f}'} |"
+            )
+    else:
+        lines += ["| metric | value | stderr | 95% CI |", "|---|---:|---:|---|"]
+        for name, value in sorted(result.metrics.items()):
+            se = result.stderr.get(name)
+            ci = result.confidence_intervals.get(name)
+            ci_text = f"[{ci[0]:.4f}, {ci[1]:.4f}]" if ci else ""
+            lines.append(f"| {name} | {_fmt(value)} | {'' if se is None else _fmt(se)} | {ci_text} |")
+    return "\n".join(lines) + "\n"
+
+
+def render_report(result: EvaluationResult, comparison: dict[str, Any] | None = None) -> str:
+    parts = [
+        f"# Evaluation report: {result.name}\n",
+        f"- type: {result.eval_type}\n- model: {result.model}\n- samples: {result.num_samples}\n"
+        f"- dataset sha256: {result.dataset_sha256}\n",
+        "\n## Metrics\n\n" + render_table(result, comparison),
+    ]
+    if result.subtasks:
+        metric_names = sorted({k for values in result.subtasks.values() for k in values})
+        rows = ["| subtask | " + " | ".join(metric_names) + " |", "|---|" + "---:|" * len(metric_names)]
+        for subtask, values in sorted(result.subtasks.items()):
+            cells = " | ".join(_fmt(values[m]) if m in values else "" for m in metric_names)
+            rows.append(f"| {subtask} | {cells} |")
+        parts.append("\n## Subtasks\n\n" + "\n".join(rows) + "\n")
+    if comparison and comparison.get("significance"):
+        parts.append("\n## Significance\n\n```json\n" + dumps(comparison["significance"]) + "```\n")
+    return "".join(parts)
+
+
+def write_role(
+    output_uri: str, result: EvaluationResult, records: Sequence[dict[str, Any]], *, kms_key_id: str | None = None
+) -> None:
+    """samples.jsonl first, results.json last: a results.json on disk means the role is complete."""
+    storage.write_text(storage.join(output_uri, "samples.jsonl"), jsonl(records), kms_key_id=kms_key_id)
+    storage.write_text(storage.join(output_uri, "results.json"), dumps(result.to_dict()), kms_key_id=kms_key_id)

@@ -1,0 +1,232 @@
+"""The three evaluators of the reference API. Each validates its arguments, builds one
+EvaluationSpec and hands it to :func:`evalstack.runtime.launch.start_evaluation`."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Any
+
+from evalstack.catalog import BuiltInMetric, resolve_benchmark, resolve_builtin_metric
+from evalstack.catalog.benchmarks import BENCHMARKS, Benchmark
+from evalstack.catalog.hyperparameters import Hyperparameters
+from evalstack.models.reference import parse_model_reference
+from evalstack.runtime.execution import EvaluationPipelineExecution
+from evalstack.runtime.launch import Attachment, start_evaluation
+from evalstack.spec import (
+    ColumnMapping,
+    CustomJudgeMetric,
+    DatasetSpec,
+    EvaluationSpec,
+    JudgeSpec,
+    MlflowSpec,
+    SpecError,
+)
+
+
+@dataclass(frozen=True)
+class VpcConfig:
+    """Network settings for the Processing jobs (SageMaker's VpcConfig)."""
+
+    subnets: tuple[str, ...]
+    security_group_ids: tuple[str, ...]
+
+    def __post_init__(self) -> None:
+        if not self.subnets or not self.security_group_ids:
+            raise ValueError("networking: VpcConfig needs at least one subnet and one security group id")
+
+
+def _name_of(value: Any, what: str) -> str | None:
+    """Model, package group and dataset arguments accept a string or an object with a name/ARN."""
+    if value is None or isinstance(value, str):
+        return value
+    for attr in ("arn", "model_package_arn", "model_package_group_name", "name", "uri", "s3_uri"):
+        found = getattr(value, attr, None)
+        if isinstance(found, str) and found:
+            return found
+    raise ValueError(f"{what}: expected a string or an object with a name or ARN, got {type(value).__name__}")
+
+
+class _Evaluator:
+    eval_type: str = ""
+
+    def __init__(
+        self,
+        *,
+        model: Any,
+        evaluate_base_model: bool = False,
+        base_model: str | None = None,
+        s3_output_path: str | None = None,
+        region: str | None = None,
+        sagemaker_session: Any = None,
+        base_eval_name: str | None = None,
+        mlflow_resource_arn: str | None = None,
+        mlflow_experiment_name: str | None = None,
+        mlflow_run_name: str | None = None,
+        networking: VpcConfig | None = None,
+        kms_key_id: str | None = None,
+        model_package_group: Any = None,
+    ) -> None:
+        self.model = _name_of(model, "model")
+        if not self.model:
+            raise ValueError("model: a model reference is required (see docs/models.md for the formats)")
+        parse_model_reference(self.model)
+        if base_model is not None:
+            parse_model_reference(base_model)
+        if not isinstance(evaluate_base_model, bool):
+            raise ValueError(f"evaluate_base_model: must be a bool, got {evaluate_base_model!r}")
+        if networking is not None and not isinstance(networking, VpcConfig):
+            raise ValueError("networking: expected an evalstack VpcConfig")
+        self.evaluate_base_model = evaluate_base_model
+        self.base_model = base_model
+        self.s3_output_path = s3_output_path
+        self.region = region
+        self.sagemaker_session = sagemaker_session
+        self.base_eval_name = base_eval_name or f"{self.eval_type.replace('_', '-')}-eval"
+        self.mlflow = MlflowSpec(mlflow_resource_arn, mlflow_experiment_name, mlflow_run_name)
+        self.networking = networking
+        self.kms_key_id = kms_key_id
+        self.model_package_group = _name_of(model_package_group, "model_package_group")
+        self.hyperparameters = Hyperparameters.for_kind(self.eval_type)
+
+    def _spec(self, **fields: Any) -> EvaluationSpec:
+        spec = EvaluationSpec(
+            eval_type=self.eval_type,  # type: ignore[arg-type]
+            model=self.model,
+            name=self.base_eval_name,
+            base_model=self.base_model,
+            evaluate_base_model=self.evaluate_base_model,
+            hyperparameters=self.hyperparameters.to_dict(),
+            mlflow=self.mlflow,
+            model_package_group=self.model_package_group,
+            kms_key_id=self.kms_key_id,
+            **fields,
+        )
+        try:
+            return spec.validate()
+        except SpecError as err:
+            raise ValueError(str(err)) from err
+
+    def _start(self, spec: EvaluationSpec, attachments: Sequence[Attachment] = ()) -> EvaluationPipelineExecution:
+        return start_evaluation(
+            spec,
+            s3_output_path=self.s3_output_path,
+            attachments=attachments,
+            region=self.region,
+            session=self.sagemaker_session,
+            networking=self.networking,
+        )
+
+
+def _dataset(dataset: Any, columns: dict[str, str] | None) -> DatasetSpec:
+    """A URI/path (with optional column mapping) or a ready DatasetSpec."""
+    if isinstance(dataset, DatasetSpec):
+        if columns:
+            raise ValueError("columns: give the column mapping inside the DatasetSpec, not both")
+        return dataset
+    uri = _name_of(dataset, "dataset")
+    if not uri:
+        raise ValueError("dataset: a dataset URI or path is required")
+    try:
+        mapping = ColumnMapping(**(columns or {}))
+    except TypeError as err:
+        raise ValueError(f"columns: {err}; valid keys: prompt, response, reference, context") from err
+    return DatasetSpec(uri=uri, columns=mapping)
+
+
+class BenchMarkEvaluator(_Evaluator):
+    """Standard benchmark evaluations (MMLU, BBH, MATH, GSM8K, ...)."""
+
+    eval_type = "benchmark"
+
+    def __init__(self, benchmark: Benchmark | str, *, subtasks: list[str] | None = None, **kwargs: Any) -> None:
+        super().__init__(**kwargs)
+        self.benchmark = resolve_benchmark(benchmark)
+        self.subtasks = list(subtasks) if subtasks else None
+        self._spec(benchmark=self.benchmark.value, subtasks=self.subtasks)  # fail fast on bad subtasks
+
+    @classmethod
+    def get_all(cls, session: Any = None, region: Any = None) -> list[str]:
+        return [b.value for b in BENCHMARKS]
+
+    def evaluate(self, subtask: str | None = None) -> EvaluationPipelineExecution:
+        subtasks = [subtask] if subtask else self.subtasks
+        return self._start(self._spec(benchmark=self.benchmark.value, subtasks=subtasks))
+
+
+class CustomScorerEvaluator(_Evaluator):
+    """Preset metrics (one or several) or a user scorer over a dataset."""
+
+    eval_type = "custom_scorer"
+
+    def __init__(self, evaluator: Any, dataset: Any, *, columns: dict[str, str] | None = None, **kwargs: Any) -> None:
+        super().__init__(**kwargs)
+        self.dataset = _dataset(dataset, columns)
+        self.metrics, self.scorer = self._split_evaluator(evaluator)
+
+    @staticmethod
+    def _split_evaluator(evaluator: Any) -> tuple[list[str], Any]:
+        if isinstance(evaluator, str | BuiltInMetric):
+            return [resolve_builtin_metric(evaluator).value], None
+        if isinstance(evaluator, list | tuple) and evaluator and all(isinstance(e, str) for e in evaluator):
+            return [resolve_builtin_metric(e).value for e in evaluator], None
+        if callable(getattr(evaluator, "score", None)):
+            return [], evaluator
+        raise ValueError(
+            "evaluator: expected a preset metric name "
+            f"({', '.join(m.value for m in BuiltInMetric)}), a list of them, or an object with a "
+            "score(predictions, ground_truth, metadata=None) method"
+        )
+
+    def evaluate(self) -> EvaluationPipelineExecution:
+        attachments: list[Attachment] = []
+        if self.scorer is not None:
+            from evalstack.metrics.custom import dump_scorer
+
+            attachments.append(Attachment("scorer.pkl", dump_scorer(self.scorer), "custom_scorer_uri"))
+        spec = self._spec(
+            dataset=self.dataset, metrics=self.metrics, custom_scorer_uri="pending" if attachments else None
+        )
+        return self._start(spec, attachments)
+
+
+class LLMAsJudgeEvaluator(_Evaluator):
+    """LLM-as-judge with built-in and custom judge metrics."""
+
+    eval_type = "llm_as_judge"
+
+    def __init__(
+        self,
+        evaluator_model: Any,
+        dataset: Any,
+        *,
+        builtin_metrics: list[str] | None = None,
+        custom_metrics: list[dict[str, Any] | CustomJudgeMetric] | None = None,
+        columns: dict[str, str] | None = None,
+        **kwargs: Any,
+    ) -> None:
+        super().__init__(**kwargs)
+        judge_model = _name_of(evaluator_model, "evaluator_model")
+        if not judge_model:
+            raise ValueError("evaluator_model: a judge model is required (e.g. a Bedrock model ID)")
+        self.dataset = _dataset(dataset, columns)
+        metrics = [self._custom_metric(i, m) for i, m in enumerate(custom_metrics or [])]
+        from evalstack.judge.custom import validate_custom_metrics
+
+        validate_custom_metrics(metrics)
+        self.judge = JudgeSpec(judge_model, list(builtin_metrics or []), metrics)
+        self._spec(dataset=self.dataset, judge=self.judge)
+
+    @staticmethod
+    def _custom_metric(index: int, metric: dict[str, Any] | CustomJudgeMetric) -> CustomJudgeMetric:
+        if isinstance(metric, CustomJudgeMetric):
+            return metric
+        if not isinstance(metric, dict):
+            raise ValueError(f"custom_metrics[{index}]: expected a dict with name, description, prompt_template")
+        try:
+            return CustomJudgeMetric(**{**metric, "scale": tuple(metric.get("scale", (1, 5)))})
+        except TypeError as err:
+            raise ValueError(f"custom_metrics[{index}]: {err}") from err
+
+    def evaluate(self) -> EvaluationPipelineExecution:
+        return self._start(self._spec(dataset=self.dataset, judge=self.judge))

@@ -1,0 +1,61 @@
+"""The contract between the engine and what it runs: benchmarks, judges and scorers.
+
+A task lists its items, runs a slice of them against a model (producing one JSON-able record
+per item), and aggregates records into metrics. Aggregation reads records only, so the Report
+step can merge shards that ran on different instances and get the one-instance answer.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from typing import Any, Protocol
+
+from evalstack.models.base import ModelBackend
+
+
+@dataclass(frozen=True)
+class Item:
+    """One unit of evaluation. ``id`` is stable across runs and unique within the task."""
+
+    id: str
+    subtask: str | None
+    data: dict[str, Any]
+
+
+@dataclass
+class Aggregate:
+    """Metrics over a set of records.
+
+    ``subtasks`` maps subtask name to its metrics; ``details`` holds what a reader needs to
+    trust the numbers (scoring mode, parse failures, library signatures).
+    """
+
+    metrics: dict[str, float]
+    stderr: dict[str, float] = field(default_factory=dict)
+    confidence_intervals: dict[str, list[float]] = field(default_factory=dict)
+    subtasks: dict[str, dict[str, float]] = field(default_factory=dict)
+    details: dict[str, Any] = field(default_factory=dict)
+    # Per-sample scores that exist only once every record is seen (item id -> metric -> value);
+    # the report merges them into samples.jsonl.
+    sample_scores: dict[str, dict[str, float]] = field(default_factory=dict)
+
+
+class EvalTask(Protocol):
+    @property
+    def needs_model(self) -> bool:
+        """False when every answer is already in the data (e.g. a dataset with responses)."""
+        ...
+
+    def items(self) -> list[Item]:
+        """Every item to evaluate, in a deterministic order, after any limit."""
+        ...
+
+    def dataset_sha256(self) -> str: ...
+
+    def run(self, items: Sequence[Item], model: ModelBackend | None) -> list[dict[str, Any]]:
+        """One record per item, in order. Each record has ``id``, ``subtask`` and ``scores``
+        (metric name -> float), plus whatever aggregation and the sample file need."""
+        ...
+
+    def aggregate(self, records: Sequence[dict[str, Any]]) -> Aggregate: ...

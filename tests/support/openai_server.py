@@ -1,0 +1,139 @@
+"""A real HTTP server on 127.0.0.1 that speaks the OpenAI chat/completions wire format.
+
+Answers come from a script so every expected score is known exactly. The server records each
+request body so tests can count what reached it.
+"""
+
+from __future__ import annotations
+
+import json
+import threading
+import time
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from typing import Any
+
+
+@dataclass
+class Reply:
+    """What the script returns for one request: a status, a JSON body and headers."""
+
+    body: dict[str, Any] | None = None
+    status: int = 200
+    headers: dict[str, str] = field(default_factory=dict)
+    delay: float = 0.0  # seconds to sleep before answering (stalls, latency)
+    reset: bool = False  # close the connection without answering
+
+
+Script = Callable[[str, dict[str, Any]], "Reply | str"]
+
+
+def chat_body(text: str, model: str = "scripted") -> dict[str, Any]:
+    return {
+        "id": "chatcmpl-scripted",
+        "object": "chat.completion",
+        "created": 0,
+        "model": model,
+        "choices": [{"index": 0, "message": {"role": "assistant", "content": text}, "finish_reason": "stop"}],
+        "usage": {"prompt_tokens": 1, "completion_tokens": 1, "total_tokens": 2},
+    }
+
+
+def completion_body(text: str, model: str = "scripted", logprobs: dict[str, Any] | None = None) -> dict[str, Any]:
+    return {
+        "id": "cmpl-scripted",
+        "object": "text_completion",
+        "created": 0,
+        "model": model,
+        "choices": [{"index": 0, "text": text, "logprobs": logprobs, "finish_reason": "stop"}],
+        "usage": {"prompt_tokens": 1, "completion_tokens": 1, "total_tokens": 2},
+    }
+
+
+def prompt_of(path: str, body: dict[str, Any]) -> str:
+    """The prompt text of a request: the last user message for chat, the prompt for completions."""
+    if path.endswith("/chat/completions"):
+        users = [m["content"] for m in body.get("messages", []) if m.get("role") == "user"]
+        content = users[-1] if users else ""
+        if isinstance(content, list):
+            content = "".join(part.get("text", "") for part in content)
+        return content
+    prompt = body.get("prompt", "")
+    return prompt[0] if isinstance(prompt, list) else prompt
+
+
+class ScriptedOpenAIServer:
+    def __init__(self, script: Script) -> None:
+        self.script = script
+        self.requests: list[tuple[str, dict[str, Any]]] = []
+        self.request_headers: list[dict[str, str]] = []  # same order as requests
+        self._lock = threading.Lock()
+        server = self
+
+        class Handler(BaseHTTPRequestHandler):
+            protocol_version = "HTTP/1.1"
+
+            def log_message(self, *args: Any) -> None:  # keep test output clean
+                return
+
+            def do_POST(self) -> None:
+                length = int(self.headers.get("Content-Length", "0"))
+                body = json.loads(self.rfile.read(length) or b"{}")
+                with server._lock:
+                    server.requests.append((self.path, body))
+                    server.request_headers.append(dict(self.headers))
+                reply = server.script(self.path, body)
+                if isinstance(reply, str):
+                    reply = Reply(
+                        chat_body(reply) if self.path.endswith("/chat/completions") else completion_body(reply)
+                    )
+                if reply.delay:
+                    time.sleep(reply.delay)
+                if reply.reset:
+                    self.close_connection = True
+                    self.connection.shutdown(2)
+                    return
+                data = json.dumps(reply.body if reply.body is not None else {"error": {"message": "scripted"}}).encode()
+                self.send_response(reply.status)
+                self.send_header("Content-Type", "application/json")
+                self.send_header("Content-Length", str(len(data)))
+                for key, value in reply.headers.items():
+                    self.send_header(key, value)
+                self.end_headers()
+                self.wfile.write(data)
+
+            def do_GET(self) -> None:
+                data = json.dumps({"object": "list", "data": [{"id": "scripted", "object": "model"}]}).encode()
+                self.send_response(200)
+                self.send_header("Content-Type", "application/json")
+                self.send_header("Content-Length", str(len(data)))
+                self.end_headers()
+                self.wfile.write(data)
+
+        self.httpd = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self.httpd.daemon_threads = True
+        self.thread = threading.Thread(target=self.httpd.serve_forever, daemon=True)
+
+    @property
+    def base_url(self) -> str:
+        host, port = self.httpd.server_address[:2]
+        return f"http://{host}:{port}/v1"
+
+    def start(self) -> ScriptedOpenAIServer:
+        self.thread.start()
+        return self
+
+    def stop(self) -> None:
+        self.httpd.shutdown()
+        self.httpd.server_close()
+
+
+@contextmanager
+def serve(script: Script) -> Iterator[ScriptedOpenAIServer]:
+    server = ScriptedOpenAIServer(script).start()
+    try:
+        yield server
+    finally:
+        server.stop()
