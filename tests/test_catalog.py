@@ -46,7 +46,15 @@ def test_unknown_benchmark_lists_valid_names() -> None:
 def test_properties_have_the_reference_keys() -> None:
     for bench in Benchmark:
         props = get_benchmark_properties(bench)
-        assert set(props) >= {"description", "subtasks", "dataset_info", "metrics", "citation", "task_type", "num_samples"}
+        assert set(props) >= {
+            "description",
+            "subtasks",
+            "dataset_info",
+            "metrics",
+            "citation",
+            "task_type",
+            "num_samples",
+        }
         assert set(props["dataset_info"]) >= {"source", "split", "size", "licence"}
         assert props["metrics"] and props["citation"] and props["description"]
 

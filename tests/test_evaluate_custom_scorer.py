@@ -125,7 +125,7 @@ def test_hyperparameters_validate_names_types_and_ranges() -> None:
     evaluator.hyperparameters.average = "weighted"
     evaluator.hyperparameters.threshold = 0.5
     assert evaluator.hyperparameters.threshold == 0.5
-    with pytest.raises(AttributeError, match="Unknown hyperparameter 'avg'. Valid names: .*average"):
+    with pytest.raises(AttributeError, match=r"Unknown hyperparameter 'avg'. Valid names: .*average"):
         evaluator.hyperparameters.avg = "macro"
     with pytest.raises(ValueError, match="must be one of \\['micro', 'macro', 'weighted', 'binary'\\]"):
         evaluator.hyperparameters.average = "samples"
@@ -146,8 +146,9 @@ def _prompts_only(tmp_path: Path) -> Path:
 
 def test_prompts_only_with_a_label_model_fails_before_writing(tmp_path: Path) -> None:
     out = tmp_path / "out"
-    evaluator = CustomScorerEvaluator(evaluator="rouge", dataset=str(_prompts_only(tmp_path)), model="my-model",
-                                      s3_output_path=str(out))
+    evaluator = CustomScorerEvaluator(
+        evaluator="rouge", dataset=str(_prompts_only(tmp_path)), model="my-model", s3_output_path=str(out)
+    )
     with pytest.raises(ValueError, match="'my-model' is a label only"):
         evaluator.evaluate()
     assert not out.exists()

@@ -70,9 +70,7 @@ def test_evaluation_writes_results_to_s3(aws: str) -> None:
         s3_output_path="s3://evalstack-results/evals",
     ).evaluate()
     execution.wait()
-    keys = sorted(
-        o["Key"] for o in boto3.client("s3").list_objects_v2(Bucket="evalstack-results")["Contents"]
-    )
+    keys = sorted(o["Key"] for o in boto3.client("s3").list_objects_v2(Bucket="evalstack-results")["Contents"])
     prefix = execution.s3_output_path.removeprefix("s3://evalstack-results/")
     assert keys == [f"{prefix}/{name}" for name in ("report.md", "results.json", "samples.jsonl", "spec.json")]
     assert execution.results()["metrics"]["meteor"] > 0

@@ -12,9 +12,8 @@ from evalstack.catalog.hyperparameters import SCHEMAS
 def _list_benchmarks(args: argparse.Namespace) -> None:
     width = max(len(b.value) for b in BENCHMARKS)
     for bench, info in BENCHMARKS.items():
-        print(
-            f"{bench.value:<{width}}  {info.num_samples:>6} samples  {len(info.subtasks):>2} subtasks  {info.description}"
-        )
+        counts = f"{info.num_samples:>6} samples  {len(info.subtasks):>2} subtasks"
+        print(f"{bench.value:<{width}}  {counts}  {info.description}")
 
 
 def _show_benchmark(args: argparse.Namespace) -> None:

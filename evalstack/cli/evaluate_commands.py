@@ -39,7 +39,10 @@ def _common(args: argparse.Namespace) -> dict[str, Any]:
 
 def _apply_hyperparameters(evaluator: Any, args: argparse.Namespace) -> None:
     for key, value in _pairs(args.hp, "--hp").items():
-        setattr(evaluator.hyperparameters, key, value)
+        try:
+            setattr(evaluator.hyperparameters, key, value)
+        except AttributeError as err:  # an unknown name is a usage error on the command line
+            raise ValueError(str(err)) from err
     if args.limit is not None:
         evaluator.hyperparameters.limit = args.limit
 

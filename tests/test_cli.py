@@ -1,0 +1,94 @@
+"""The `evalstack` command, run as a user runs it: a real subprocess of the installed entry point."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+from tests.conftest import EXAMPLES
+
+
+def evalstack(*args: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [sys.executable, "-m", "evalstack.cli.main", *args],
+        capture_output=True,
+        text=True,
+        env=os.environ.copy(),
+        check=False,
+        timeout=300,
+    )
+
+
+def test_lists_benchmarks_and_metrics() -> None:
+    out = evalstack("benchmarks", "list")
+    assert out.returncode == 0, out.stderr
+    names = [line.split()[0] for line in out.stdout.splitlines()]
+    assert names == [
+        "MMLU",
+        "BBH",
+        "MATH",
+        "GSM8K",
+        "HellaSwag",
+        "WinoGrande",
+        "ARC",
+        "TruthfulQA",
+        "PIQA",
+        "BoolQ",
+        "RACE",
+    ]
+    metrics = evalstack("metrics", "list").stdout
+    for name in ("accuracy", "bertscore", "helpfulness", "conciseness"):
+        assert f"  {name}" in metrics
+
+
+def test_describes_one_benchmark_case_insensitively() -> None:
+    out = evalstack("benchmarks", "show", "arc")
+    assert out.returncode == 0, out.stderr
+    props = json.loads(out.stdout)
+    assert props["subtasks"] == ["easy", "challenge"]
+    assert props["num_samples"] == 3548
+
+
+def test_unknown_names_exit_2_with_the_valid_ones() -> None:
+    out = evalstack("benchmarks", "show", "squad")
+    assert out.returncode == 2
+    assert "Unknown benchmark 'squad'. Valid values: MMLU, BBH" in out.stderr
+
+
+def test_runs_a_custom_scorer_evaluation(tmp_path: Path) -> None:
+    out = evalstack(
+        "evaluate", "custom-scorer",
+        "--dataset", str(EXAMPLES / "truthfulqa_answers.jsonl"),
+        "--metric", "rouge", "--metric", "bleu",
+        "--hp", "use_stemmer=true",
+        "--model", "listed-answers",
+        "--output", str(tmp_path),
+    )  # fmt: skip
+    assert out.returncode == 0, out.stderr
+    assert "| rouge1 |" in out.stdout and "| bleu |" in out.stdout
+    results_line = next(line for line in out.stdout.splitlines() if line.startswith("Results:"))
+    results = json.loads(Path(results_line.split(maxsplit=1)[1]).read_text())
+    assert results["metrics"]["rouge1"] > 0
+    assert f"| rouge1 | {results['metrics']['rouge1']:.4f} |" in out.stdout
+
+
+def test_bad_hyperparameter_is_a_clear_error(tmp_path: Path) -> None:
+    out = evalstack(
+        "evaluate", "custom-scorer", "--dataset", str(EXAMPLES / "truthfulqa_answers.jsonl"),
+        "--metric", "bleu", "--hp", "max_order=0", "--model", "m", "--output", str(tmp_path),
+    )  # fmt: skip
+    assert out.returncode == 2
+    assert "hyperparameter 'max_order' must be >= 1" in out.stderr
+    assert not any(tmp_path.iterdir())
+
+
+def test_unknown_hyperparameter_lists_the_valid_names(tmp_path: Path) -> None:
+    out = evalstack(
+        "evaluate", "custom-scorer", "--dataset", str(EXAMPLES / "truthfulqa_answers.jsonl"),
+        "--metric", "bleu", "--hp", "smoothing=true", "--model", "m", "--output", str(tmp_path),
+    )  # fmt: skip
+    assert out.returncode == 2
+    assert "Unknown hyperparameter 'smoothing'. Valid names:" in out.stderr and "smooth" in out.stderr
