@@ -14,7 +14,7 @@ import io
 import os
 import shutil
 import tempfile
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import IO, Any
@@ -139,28 +139,38 @@ def read_text(uri: str) -> str:
     return read_bytes(uri).decode("utf-8")
 
 
+def _replace_atomically(target: Path, fill: Callable[[str], None]) -> None:
+    """Have ``fill`` write a temp file beside ``target``, then rename it into place (or remove it on failure)."""
+    target.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=target.parent, prefix=f".{target.name}.", suffix=".tmp")
+    os.close(fd)
+    try:
+        fill(tmp)
+        os.replace(tmp, target)
+    except BaseException:
+        with contextlib.suppress(FileNotFoundError):
+            os.unlink(tmp)
+        raise
+
+
+def _sse(kms_key_id: str | None) -> dict[str, str]:
+    return {"ServerSideEncryption": "aws:kms", "SSEKMSKeyId": kms_key_id} if kms_key_id else {}
+
+
 def write_bytes(uri: str, data: bytes, *, kms_key_id: str | None = None) -> None:
     """Write atomically: a temp file renamed into place locally, one PutObject on S3."""
     if uses_local_files(uri):
-        target = local_path(uri)
-        target.parent.mkdir(parents=True, exist_ok=True)
-        fd, tmp = tempfile.mkstemp(dir=target.parent, prefix=f".{target.name}.", suffix=".tmp")
-        try:
-            with os.fdopen(fd, "wb") as handle:
+
+        def fill(tmp: str) -> None:
+            with open(tmp, "wb") as handle:
                 handle.write(data)
                 handle.flush()
                 os.fsync(handle.fileno())
-            os.replace(tmp, target)
-        except BaseException:
-            with contextlib.suppress(FileNotFoundError):
-                os.unlink(tmp)
-            raise
+
+        _replace_atomically(local_path(uri), fill)
         return
     loc = parse_s3(uri)
-    extra: dict[str, str] = {}
-    if kms_key_id:
-        extra = {"ServerSideEncryption": "aws:kms", "SSEKMSKeyId": kms_key_id}
-    _s3_client().put_object(Bucket=loc.bucket, Key=loc.key, Body=data, **extra)
+    _s3_client().put_object(Bucket=loc.bucket, Key=loc.key, Body=data, **_sse(kms_key_id))
 
 
 def write_text(uri: str, text: str, *, kms_key_id: str | None = None) -> None:
@@ -171,21 +181,11 @@ def upload_file(path: Path, uri: str, *, kms_key_id: str | None = None) -> None:
     """Copy a finished local file to ``uri`` atomically (used for large outputs written in pieces)."""
     if uses_local_files(uri):
         target = local_path(uri)
-        if target.resolve() == path.resolve():
-            return
-        target.parent.mkdir(parents=True, exist_ok=True)
-        fd, tmp = tempfile.mkstemp(dir=target.parent, prefix=f".{target.name}.", suffix=".tmp")
-        os.close(fd)
-        try:
-            shutil.copyfile(path, tmp)
-            os.replace(tmp, target)
-        except BaseException:
-            with contextlib.suppress(FileNotFoundError):
-                os.unlink(tmp)
-            raise
+        if target.resolve() != path.resolve():
+            _replace_atomically(target, lambda tmp: shutil.copyfile(path, tmp))
         return
     loc = parse_s3(uri)
-    extra = {"ExtraArgs": {"ServerSideEncryption": "aws:kms", "SSEKMSKeyId": kms_key_id}} if kms_key_id else {}
+    extra = {"ExtraArgs": _sse(kms_key_id)} if kms_key_id else {}
     _s3_client().upload_file(str(path), loc.bucket, loc.key, **extra)
 
 

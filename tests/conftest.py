@@ -48,13 +48,10 @@ def benchmark_data() -> Path:
 @pytest.fixture(scope="session")
 def moto_endpoint():
     """One moto server in server mode on loopback for the whole session (real HTTP, real botocore)."""
-    from moto.server import ThreadedMotoServer
+    from tests.support.aws import moto_server
 
-    server = ThreadedMotoServer(ip_address="127.0.0.1", port=0, verbose=False)
-    server.start()
-    host, port = server.get_host_and_port()
-    yield f"http://{host}:{port}"
-    server.stop()
+    with moto_server() as endpoint:
+        yield endpoint
 
 
 @pytest.fixture

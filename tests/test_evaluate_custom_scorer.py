@@ -87,14 +87,15 @@ def test_failing_scorer_names_the_batch_and_leaves_no_results(tmp_path: Path) ->
     )
     evaluator.hyperparameters.batch_size = 10
     execution = evaluator.evaluate()
+    with pytest.raises(RuntimeError, match="batch 2"):
+        execution.wait()  # the evaluation runs as a pipeline execution: wait for its end first
     assert execution.status == "Failed"
     assert "batch 2 (samples 20-29)" in execution.failure_reason
     assert "ZeroDivisionError: division by zero in my metric" in execution.failure_reason
-    with pytest.raises(RuntimeError, match="batch 2"):
-        execution.wait()
     for name in RESULT_FILES:
         assert not storage.exists(storage.join(execution.s3_output_path, name))
-    assert not list(Path(tmp_path).rglob("records"))
+    # The scorer runs in the Report step; the EvaluateModel step's records stay so that a retry resumes there.
+    assert not list(Path(tmp_path).rglob("results.json"))
 
 
 def test_s3_output_maps_to_the_local_object_folder(isolated_environment: Path) -> None:

@@ -6,7 +6,7 @@ import argparse
 import sys
 from collections.abc import Sequence
 
-from evalstack.cli import catalog_commands, evaluate_commands
+from evalstack.cli import catalog_commands, evaluate_commands, executions_commands, pipeline_commands
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -14,6 +14,8 @@ def build_parser() -> argparse.ArgumentParser:
     commands = parser.add_subparsers(dest="command", required=True)
     catalog_commands.register(commands)
     evaluate_commands.register(commands)
+    executions_commands.register(commands)
+    pipeline_commands.register(commands)
     return parser
 
 

@@ -7,12 +7,10 @@ in-process path used by tests and the CLI, so a sharded run and a one-shot run s
 from __future__ import annotations
 
 import json
-import os
 import re
 import tempfile
 from collections.abc import Sequence
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Any
 
 from evalstack import storage
@@ -36,16 +34,13 @@ def role_uri(output_uri: str, role: str) -> str:
     return output_uri if role == "candidate" else storage.join(output_uri, role)
 
 
-def response_cache_path() -> Path:
-    return Path(os.environ.get("EVALSTACK_CACHE", storage.evalstack_home() / "cache" / "responses.sqlite"))
-
-
 def _load_model(spec: EvaluationSpec, role: str) -> Any:
     from evalstack.models import ResponseCache, load_backend
+    from evalstack.models.cache import default_cache_path
 
     concurrency = int(spec.hyperparameters.get("max_concurrency", 16))
     return load_backend(
-        model_reference(spec, role), cache=ResponseCache(response_cache_path()), max_concurrency=concurrency
+        model_reference(spec, role), cache=ResponseCache(default_cache_path()), max_concurrency=concurrency
     )
 
 

@@ -12,9 +12,12 @@ from typing import Any
 
 from evalstack import storage
 from evalstack.catalog import BuiltInMetric
+from evalstack.catalog.hyperparameters import Hyperparameters
 from evalstack.data import DatasetReader
+from evalstack.data.items import record_item
 from evalstack.metrics import MetricResult, compute_preset, load_scorer, run_custom_scorer
-from evalstack.models.base import GenerateRequest, ModelBackend
+from evalstack.models.base import ModelBackend
+from evalstack.models.prompts import answer_prompts
 from evalstack.spec import EvaluationSpec
 from evalstack.task import Aggregate, Item
 
@@ -35,58 +38,40 @@ def mean_stderr(values: Sequence[float]) -> float:
 
 
 class ScorerTask:
-    def __init__(self, spec: EvaluationSpec) -> None:
+    def __init__(self, spec: EvaluationSpec, role: str) -> None:
         if spec.dataset is None:
             raise ValueError("dataset: required for a custom-scorer evaluation")
         self.spec = spec
-        self.hp = spec.hyperparameters
-        self._reader = DatasetReader(spec.dataset, limit=self.hp.get("limit"))
+        # A dataset's responses belong to the model under evaluation; the base model answers itself.
+        self.role = role
+        self.hp = Hyperparameters.for_kind("custom_scorer", spec.hyperparameters).to_dict()
+        self._reader = DatasetReader(spec.dataset, limit=self.hp["limit"])
         self._items: list[Item] | None = None
 
     def items(self) -> list[Item]:
         if self._items is None:
-            self._items = [
-                Item(
-                    id=f"line-{r.line}",
-                    subtask=None,
-                    data={
-                        "line": r.line,
-                        "prompt": r.prompt,
-                        "response": r.response,
-                        "reference": r.reference,
-                        "metadata": r.metadata,
-                    },
-                )
-                for r in self._reader
-            ]
+            self._items = [record_item(r) for r in self._reader]
         return self._items
 
     @property
     def needs_model(self) -> bool:
         self.items()
-        return not self._reader.summary.has_responses
+        return self.role == "base" or not self._reader.summary.has_responses
 
     def dataset_sha256(self) -> str:
         self.items()
         return self._reader.summary.sha256
 
     def run(self, items: Sequence[Item], model: ModelBackend | None) -> list[dict[str, Any]]:
-        missing = [item for item in items if item.data["response"] is None]
+        missing = [item for item in items if self.role == "base" or item.data["response"] is None]
         generated: dict[str, str] = {}
         if missing:
             if model is None:
-                raise ValueError(f"model: {len(missing)} record(s) have no response and no model backend was given")
-            requests = [
-                GenerateRequest(
-                    prompt=item.data["prompt"],
-                    messages=(("user", item.data["prompt"]),),
-                    max_tokens=self.hp.get("max_tokens", 512),
-                    temperature=self.hp.get("temperature", 0.0),
-                    top_p=self.hp.get("top_p", 1.0),
+                raise ValueError(
+                    f"model: {len(missing)} record(s) need a {self.role} model response and no model was given"
                 )
-                for item in missing
-            ]
-            generated = dict(zip((i.id for i in missing), model.generate(requests), strict=True))
+            answers = answer_prompts(model, [item.data["prompt"] for item in missing], self.hp)
+            generated = dict(zip((i.id for i in missing), answers, strict=True))
         return [
             {
                 "id": item.id,
@@ -119,7 +104,7 @@ class ScorerTask:
         if self.spec.custom_scorer_uri:
             scorer = load_scorer(storage.read_bytes(self.spec.custom_scorer_uri))
             metadata = [{"prompt": r["prompt"], "line": r["line"], **r["metadata"]} for r in records]
-            result = run_custom_scorer(scorer, predictions, references, metadata, self.hp.get("batch_size", 8))
+            result = run_custom_scorer(scorer, predictions, references, metadata, self.hp["batch_size"])
             self._add(agg, records, None, result)
         return agg
 

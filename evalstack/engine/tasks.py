@@ -23,7 +23,7 @@ def build_task(spec: EvaluationSpec, role: str) -> EvalTask:
     if spec.eval_type == "custom_scorer":
         from evalstack.engine.scorer_task import ScorerTask
 
-        return ScorerTask(spec)
+        return ScorerTask(spec, role)
     if spec.eval_type == "benchmark":
         from evalstack.benchmarks.task import BenchmarkTask
 

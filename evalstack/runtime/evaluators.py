@@ -10,6 +10,8 @@ from typing import Any
 from evalstack.catalog import BuiltInMetric, resolve_benchmark, resolve_builtin_metric
 from evalstack.catalog.benchmarks import BENCHMARKS, Benchmark
 from evalstack.catalog.hyperparameters import Hyperparameters
+from evalstack.judge.custom import validate_custom_metrics
+from evalstack.judge.task import judge_reference
 from evalstack.models.reference import parse_model_reference
 from evalstack.runtime.execution import EvaluationPipelineExecution
 from evalstack.runtime.launch import Attachment, start_evaluation
@@ -210,9 +212,8 @@ class LLMAsJudgeEvaluator(_Evaluator):
         if not judge_model:
             raise ValueError("evaluator_model: a judge model is required (e.g. a Bedrock model ID)")
         self.dataset = _dataset(dataset, columns)
+        judge_reference(judge_model)
         metrics = [self._custom_metric(i, m) for i, m in enumerate(custom_metrics or [])]
-        from evalstack.judge.custom import validate_custom_metrics
-
         validate_custom_metrics(metrics)
         self.judge = JudgeSpec(judge_model, list(builtin_metrics or []), metrics)
         self._spec(dataset=self.dataset, judge=self.judge)

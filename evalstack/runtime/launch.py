@@ -1,12 +1,17 @@
-"""Start an evaluation from a validated spec.
+"""Start an evaluation from a validated spec as a pipeline execution.
 
-This is the in-process launcher: it validates the inputs, runs the engine in this process and
-returns a finished execution. The pipeline backends replace it behind the same function.
+``start_evaluation`` validates every input first (bad input raises ValueError and writes nothing),
+then writes ``spec.json`` and any attachments to ``<s3_output_path>/<execution name>/`` and starts
+the kind's pipeline with ``SpecUri``, ``OutputPath`` and ``EvaluateBaseModel``. The results appear
+under ``<s3_output_path>/<execution name>/<pipeline execution id>/``. On the local backend the
+pipeline is created (or updated) from the definition builder first; on SageMaker it is the one the
+stack deployed.
 """
 
 from __future__ import annotations
 
 import dataclasses
+import re
 import uuid
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -14,11 +19,21 @@ from datetime import UTC, datetime
 from typing import Any
 
 from evalstack import storage
-from evalstack.engine.run import evaluate_in_process
 from evalstack.engine.tasks import build_task, model_reference
 from evalstack.models.reference import label_error, parse_model_reference
-from evalstack.runtime.execution import EvaluationPipelineExecution, StepDetail
+from evalstack.pipeline.definition import (
+    EVALUATE_BASE_MODEL,
+    PROCESSING_IMAGE_URI,
+    SPEC_URI,
+    NetworkConfig,
+    build_definition,
+)
+from evalstack.runtime.backend import LOCAL_IMAGE_URI, LOCAL_ROLE_ARN, Backend, resolve_backend
+from evalstack.runtime.execution import EvaluationPipelineExecution
 from evalstack.spec import EvaluationSpec
+
+# PipelineExecutionDisplayName: ^[a-zA-Z0-9](-*[a-zA-Z0-9]){0,81}
+_DISPLAY_NAME_CHARS = 82
 
 
 @dataclass(frozen=True)
@@ -30,13 +45,12 @@ class Attachment:
     spec_field: str
 
 
-def default_output_path() -> str:
-    return str(storage.evalstack_home() / "results")
-
-
-def _execution_id(spec: EvaluationSpec) -> str:
+def execution_name(spec: EvaluationSpec) -> str:
+    """``<spec name>-<UTC time>-<random>``, cleaned to what SageMaker allows as a display name."""
     stamp = datetime.now(UTC).strftime("%Y%m%dT%H%M%S")
-    return f"{spec.name}-{stamp}-{uuid.uuid4().hex[:8]}"
+    suffix = f"-{stamp}-{uuid.uuid4().hex[:8]}"
+    base = re.sub(r"-+", "-", re.sub(r"[^a-zA-Z0-9]+", "-", spec.name)).strip("-") or "evaluation"
+    return base[: _DISPLAY_NAME_CHARS - len(suffix)].rstrip("-") + suffix
 
 
 def validate_inputs(spec: EvaluationSpec) -> None:
@@ -52,6 +66,30 @@ def validate_inputs(spec: EvaluationSpec) -> None:
             raise label_error(reference)
 
 
+def local_definition(spec: EvaluationSpec, networking: Any = None) -> dict[str, Any]:
+    """The definition the local backend runs for ``spec``: the builder's, with local defaults."""
+    network = (
+        NetworkConfig(subnets=list(networking.subnets), security_group_ids=list(networking.security_group_ids))
+        if networking is not None
+        else None
+    )
+    definition = build_definition(spec.eval_type, role_arn=LOCAL_ROLE_ARN, kms_key_id=spec.kms_key_id, network=network)
+    for parameter in definition["Parameters"]:
+        if parameter["Name"] == PROCESSING_IMAGE_URI:
+            parameter["DefaultValue"] = LOCAL_IMAGE_URI
+    return definition
+
+
+def _write_inputs(backend: Backend, spec: EvaluationSpec, prefix: str, attachments: Sequence[Attachment]) -> str:
+    for attachment in attachments:
+        uri = storage.join(prefix, attachment.name)
+        backend.write_bytes(uri, attachment.data, spec.kms_key_id)
+        spec = dataclasses.replace(spec, **{attachment.spec_field: uri})
+    spec_uri = storage.join(prefix, "spec.json")
+    backend.write_bytes(spec_uri, spec.to_json().encode("utf-8"), spec.kms_key_id)
+    return spec_uri
+
+
 def start_evaluation(
     spec: EvaluationSpec,
     *,
@@ -60,37 +98,26 @@ def start_evaluation(
     region: str | None = None,
     session: Any = None,
     networking: Any = None,
+    pipeline_name: str | None = None,
 ) -> EvaluationPipelineExecution:
-    execution_id = _execution_id(spec)
-    output = storage.join(s3_output_path or default_output_path(), execution_id)
-    inputs = storage.join(output, "inputs")
     validate_inputs(spec)
-    for attachment in attachments:
-        uri = storage.join(inputs, attachment.name)
-        storage.write_bytes(uri, attachment.data, kms_key_id=spec.kms_key_id)
-        spec = dataclasses.replace(spec, **{attachment.spec_field: uri})
-    started = datetime.now(UTC)
-    status, reason = "Succeeded", None
-    try:
-        evaluate_in_process(spec, output)
-    except Exception as err:  # noqa: BLE001 - the failure is reported on the execution, as a pipeline would
-        status, reason = "Failed", f"{type(err).__name__}: {err}"
-    ended = datetime.now(UTC).isoformat()
-    step = StepDetail(
-        "EvaluateModel",
-        "Completed" if status == "Succeeded" else "Failed",
-        started.isoformat(),
-        ended,
-        "Evaluate model",
-        reason,
-    )
-    return EvaluationPipelineExecution(
-        name=execution_id,
-        arn=f"local:in-process/{execution_id}",
-        status=status,
-        eval_type=spec.eval_type,
-        s3_output_path=output,
-        creation_time=started,
-        failure_reason=reason,
-        steps=[step],
-    )
+    backend = resolve_backend(session, region)
+    pipeline = backend.pipeline_name(spec.eval_type, pipeline_name)
+    name = execution_name(spec)
+    prefix = storage.join(s3_output_path or backend.default_output_path(), name)
+    spec_uri = _write_inputs(backend, spec, prefix, attachments)
+    parameters = {SPEC_URI: spec_uri, EVALUATE_BASE_MODEL: spec.evaluate_base_model}
+    if backend.is_local:
+        return EvaluationPipelineExecution.start(
+            spec.eval_type,
+            name,
+            local_definition(spec, networking),
+            LOCAL_ROLE_ARN,
+            prefix,
+            session,
+            region,
+            parameters=parameters,
+            pipeline_name=pipeline,
+        )
+    # The deployed pipeline already carries the stack's image, role, key and network.
+    return EvaluationPipelineExecution._launch(backend, spec.eval_type, pipeline, name, prefix, parameters)

@@ -1,0 +1,1 @@
+"""The 11 benchmarks: data adapters, prompts, scoring and aggregation (see docs/benchmarks.md)."""

@@ -1,0 +1,221 @@
+"""EvaluationRole: the SageMaker execution role of the pipelines and their processing jobs."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+from aws_cdk import ArnFormat, Stack
+from aws_cdk import aws_ecr as ecr
+from aws_cdk import aws_iam as iam
+from aws_cdk import aws_kms as kms
+from constructs import Construct
+
+from evalstack.constructs.bucket import EvaluationBucket
+from evalstack.constructs.nag import acknowledge_wildcard_resource
+from evalstack.constructs.network import EvaluationNetwork
+
+# SageMaker Pipelines names the processing jobs it creates "pipelines-<execution id>-<step>-<suffix>".
+PIPELINE_JOB_PATTERN = "pipelines-*"
+# Cross-region inference profile ids carry a geography prefix (e.g. "us.anthropic.claude-...").
+_PROFILE_PREFIXES = ("us.", "eu.", "apac.", "us-gov.", "global.", "jp.", "au.", "ca.")
+ECR_PULL_ACTIONS = ("ecr:BatchCheckLayerAvailability", "ecr:BatchGetImage", "ecr:GetDownloadUrlForLayer")
+# These EC2 and ECR actions support no resource-level permissions; AWS requires "Resource": "*".
+UNSCOPABLE_ACTIONS = (
+    "ecr:GetAuthorizationToken", "ec2:DescribeDhcpOptions", "ec2:DescribeNetworkInterfaces",
+    "ec2:DescribeSecurityGroups", "ec2:DescribeSubnets", "ec2:DescribeVpcs",
+)  # fmt: skip
+
+
+class EvaluationRole(Construct):
+    """A least-privilege role assumed by SageMaker. No wildcard actions.
+
+    Props:
+      bucket: the EvaluationBucket (required): read ``dataset_prefixes``, read/write its output prefix.
+      dataset_prefixes: default ``(bucket.dataset_prefix,)``.
+      image_repositories: ECR repositories the processing image comes from. Default none.
+      endpoint_names: SageMaker endpoints the jobs may invoke. Default none.
+      bedrock_models: Bedrock model ids, inference profile ids or ARNs the jobs may invoke. Default none.
+      secret_arns: Secrets Manager secrets (API keys of OpenAI-compatible servers). Default none.
+      model_package_groups: groups whose packages the jobs may describe. Default none.
+      network: EvaluationNetwork; grants ENI management only inside its VPC. Default none.
+      pipeline_name_prefix: experiments the pipelines create are named after them. Default ``evalstack``.
+      existing_role: bring your own role; the same policy is attached to it. Default: create one.
+
+    Attributes: ``role``, ``policy`` (the iam.Policy that pipelines must depend on).
+    """
+
+    def __init__(
+        self,
+        scope: Construct,
+        construct_id: str,
+        *,
+        bucket: EvaluationBucket,
+        dataset_prefixes: Sequence[str] | None = None,
+        image_repositories: Sequence[ecr.IRepository] = (),
+        endpoint_names: Sequence[str] = (),
+        bedrock_models: Sequence[str] = (),
+        secret_arns: Sequence[str] = (),
+        model_package_groups: Sequence[str] = (),
+        network: EvaluationNetwork | None = None,
+        pipeline_name_prefix: str = "evalstack",
+        existing_role: iam.IRole | None = None,
+    ) -> None:
+        super().__init__(scope, construct_id)
+        self.role: iam.IRole = existing_role or iam.Role(
+            self,
+            "Role",
+            assumed_by=iam.ServicePrincipal("sagemaker.amazonaws.com"),
+            description="evalstack: SageMaker pipelines and evaluation processing jobs",
+        )
+        self.policy = iam.Policy(self, "Policy", roles=[self.role])
+        stack = Stack.of(self)
+        self._stack = stack
+        self.bucket = bucket
+        bucket.grant_read_datasets(self.policy, tuple(dataset_prefixes or (bucket.dataset_prefix,)))
+        bucket.grant_read_write_output(self.policy)
+        self._grant_volume_encryption(bucket.key)
+        self._add(
+            "RunProcessingJobs",
+            ["sagemaker:AddTags", "sagemaker:CreateProcessingJob", "sagemaker:DescribeProcessingJob",
+             "sagemaker:StopProcessingJob"],
+            [self._arn("sagemaker", "processing-job", PIPELINE_JOB_PATTERN)],
+            wildcard_reason="SageMaker Pipelines names each processing job pipelines-<execution id>-<step>-<suffix> "
+            "at run time; the pipelines- prefix is the narrowest scope that matches only pipeline-created jobs.",
+        )  # fmt: skip
+        self._add(
+            "TrackExecutionsAsExperiments",
+            ["sagemaker:AddAssociation", "sagemaker:AddTags", "sagemaker:AssociateTrialComponent",
+             "sagemaker:CreateExperiment", "sagemaker:CreateTrial", "sagemaker:DescribeExperiment",
+             "sagemaker:DescribeTrial"],
+            [self._arn("sagemaker", "experiment", f"{pipeline_name_prefix}*"),
+             self._arn("sagemaker", "experiment-trial", "*"),
+             self._arn("sagemaker", "experiment-trial-component", "*")],
+            wildcard_reason="PipelineExperimentConfig records each execution as a trial named by its execution id "
+            "(unknown before it runs) in an experiment named after the pipeline (prefix-scoped).",
+        )  # fmt: skip
+        self._add(
+            "PassOwnRoleToProcessingJobs",
+            ["iam:PassRole"],
+            [self.role.role_arn],
+            {"StringEquals": {"iam:PassedToService": "sagemaker.amazonaws.com"}},
+        )
+        self._add(
+            "WriteProcessingJobLogs",
+            ["logs:CreateLogGroup", "logs:CreateLogStream", "logs:DescribeLogStreams", "logs:PutLogEvents"],
+            [
+                stack.format_arn(
+                    service="logs",
+                    resource="log-group",
+                    resource_name="/aws/sagemaker/ProcessingJobs:*",
+                    arn_format=ArnFormat.COLON_RESOURCE_NAME,
+                )
+            ],
+            wildcard_reason="Log streams of the /aws/sagemaker/ProcessingJobs group are named per job at run time; "
+            "the grant is limited to that one log group.",
+        )
+        if image_repositories:
+            self._add("PullProcessingImage", list(ECR_PULL_ACTIONS), [r.repository_arn for r in image_repositories])
+            self._add(
+                "AuthenticateToEcr",
+                ["ecr:GetAuthorizationToken"],
+                ["*"],
+                wildcard_reason="ecr:GetAuthorizationToken and the ec2:Describe* calls SageMaker makes for VPC jobs "
+                "support no resource-level permissions; image pulls themselves are scoped to the repository.",
+            )
+        if endpoint_names:
+            self._add(
+                "InvokeNamedEndpoints",
+                ["sagemaker:InvokeEndpoint"],
+                [self._arn("sagemaker", "endpoint", name.lower()) for name in endpoint_names],
+            )
+        if bedrock_models:
+            self._add(
+                "InvokeNamedBedrockModels",
+                ["bedrock:InvokeModel", "bedrock:InvokeModelWithResponseStream"],
+                sorted({arn for model in bedrock_models for arn in self._bedrock_arns(model)}),
+            )
+        if secret_arns:
+            self._add("ReadModelApiKeys", ["secretsmanager:GetSecretValue"], list(secret_arns))
+        if model_package_groups:
+            self._add(
+                "DescribeModelPackages",
+                ["sagemaker:DescribeModelPackage"],
+                [self._arn("sagemaker", "model-package", f"{g.lower()}/*") for g in model_package_groups],
+                wildcard_reason="Versions of the named model package groups only: new versions are registered "
+                "after deployment.",
+            )
+        if network is not None:
+            self._grant_network(network)
+
+    def _grant_volume_encryption(self, key: kms.IKey) -> None:
+        # CreateProcessingJob with VolumeKmsKeyId makes SageMaker create a grant on the key for the
+        # job's EBS volumes, with the caller's (this role's) permission.
+        self._add(
+            "EncryptJobVolumes",
+            ["kms:CreateGrant", "kms:DescribeKey"],
+            [key.key_arn],
+            {"Bool": {"kms:GrantIsForAWSResource": "true"}},
+        )
+
+    def _arn(self, service: str, resource: str, name: str) -> str:
+        return self._stack.format_arn(service=service, resource=resource, resource_name=name)
+
+    def _add(
+        self,
+        sid: str,
+        actions: list[str],
+        resources: list[str],
+        conditions: dict | None = None,
+        *,
+        wildcard_reason: str | None = None,
+    ) -> None:
+        self.policy.add_statements(
+            iam.PolicyStatement(sid=sid, actions=actions, resources=resources, conditions=conditions)
+        )
+        for resource in resources:
+            if "*" in resource:
+                if wildcard_reason is None:
+                    raise ValueError(f"{sid}: wildcard resource {resource!r} needs a reason")
+                acknowledge_wildcard_resource(self.policy, resource, wildcard_reason)
+
+    def _bedrock_arns(self, model: str) -> list[str]:
+        if model.startswith("arn:"):
+            return [model]
+        if model.startswith(_PROFILE_PREFIXES):
+            # A cross-region profile routes to the foundation model in any region of its geography.
+            base = model.split(".", 1)[1]
+            return [
+                self._stack.format_arn(service="bedrock", resource="inference-profile", resource_name=model),
+                self._stack.format_arn(
+                    service="bedrock", region="*", account="", resource="foundation-model", resource_name=base
+                ),
+            ]
+        return [self._stack.format_arn(service="bedrock", account="", resource="foundation-model", resource_name=model)]
+
+    def _grant_network(self, network: EvaluationNetwork) -> None:
+        vpc_arn = self._arn("ec2", "vpc", network.vpc.vpc_id)
+        self._add(
+            "ManageJobNetworkInterfacesInVpc",
+            ["ec2:CreateNetworkInterface", "ec2:CreateNetworkInterfacePermission", "ec2:DeleteNetworkInterface",
+             "ec2:DeleteNetworkInterfacePermission"],
+            [self._arn("ec2", "network-interface", "*"), self._arn("ec2", "subnet", "*"),
+             self._arn("ec2", "security-group", "*")],
+            {"ArnEquals": {"ec2:Vpc": vpc_arn}},
+            wildcard_reason="Network interfaces are created per job; the ec2:Vpc condition limits every "
+            "interface, subnet and security group to the evaluation VPC.",
+        )  # fmt: skip
+        self._add(
+            "DescribeJobNetwork",
+            [a for a in UNSCOPABLE_ACTIONS if a.startswith("ec2:")],
+            ["*"],
+            wildcard_reason="ec2:Describe* calls support no resource-level permissions; they are read-only.",
+        )
+
+    def grant_pass_role(self, grantee: iam.IGrantable) -> iam.Grant:
+        """iam:PassRole on this role, to SageMaker only."""
+        return iam.Grant.add_to_principal(
+            grantee=grantee,
+            actions=["iam:PassRole"],
+            resource_arns=[self.role.role_arn],
+            conditions={"StringEquals": {"iam:PassedToService": "sagemaker.amazonaws.com"}},
+        )

@@ -1,0 +1,22 @@
+"""Dataset records as engine items: the one mapping the custom-scorer and judge tasks share."""
+
+from __future__ import annotations
+
+from evalstack.data.records import Record
+from evalstack.task import Item
+
+
+def record_item(record: Record) -> Item:
+    """An item whose id is the record's line, so ids are stable across runs and shards."""
+    return Item(
+        id=f"line-{record.line}",
+        subtask=None,
+        data={
+            "line": record.line,
+            "prompt": record.prompt,
+            "response": record.response,
+            "reference": record.reference,
+            "context": record.context,
+            "metadata": record.metadata,
+        },
+    )

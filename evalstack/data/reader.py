@@ -1,0 +1,183 @@
+"""Stream a user dataset (JSONL, CSV, Parquet; local path, file:// or s3://) as validated records.
+
+Design: one pass does everything. :class:`DatasetReader` yields records while hashing the raw bytes
+it reads; when iteration ends it knows the record count, the file's sha256 (results record it as
+``dataset_sha256``) and whether every record carries a response. :func:`scan_dataset` is that pass
+without keeping records: the engine runs it first so a bad line 9,000,000 fails before any model
+is called, then iterates again to evaluate.
+
+With ``limit``, the first ``limit`` records are yielded; parsing goes on only as far as needed to
+prove the file has ``MIN_DATASET_SAMPLES`` records, and the rest of the file is read unparsed so
+``sha256`` still identifies the whole file.
+"""
+
+from __future__ import annotations
+
+import contextlib
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import PurePosixPath
+from typing import Any, Protocol
+
+from botocore.exceptions import ClientError
+
+from evalstack import storage
+from evalstack.catalog.limits import MAX_DATASET_BYTES, MIN_DATASET_SAMPLES
+from evalstack.data.parquet_rows import open_parquet
+from evalstack.data.records import Record, RecordBuilder, dataset_error, field_label
+from evalstack.data.text_rows import CsvRows, HashedLines, JsonlRows
+from evalstack.spec import DatasetSpec
+
+FORMATS = ("jsonl", "csv", "parquet")
+_FORMAT_NAMES = {"jsonl": "jsonl", "json": "jsonl", "jsonlines": "jsonl", "ndjson": "jsonl", "csv": "csv"}
+_FORMAT_NAMES |= {"parquet": "parquet", "pq": "parquet"}
+_NOT_FOUND = ("404", "NoSuchKey", "NotFound", "NoSuchBucket")
+
+
+class _Rows(Protocol):
+    columns: list[str] | None
+    where_columns: str
+
+    def __iter__(self) -> Iterator[tuple[int, dict[str, Any]]]: ...
+
+    def sha256(self) -> str: ...
+
+
+def resolve_format(spec: DatasetSpec) -> str:
+    """``spec.format`` when given, else from the file suffix (.jsonl/.json/.ndjson, .csv, .parquet/.pq)."""
+    given = spec.format is not None
+    name = spec.format if given else PurePosixPath(spec.uri.rsplit("/", 1)[-1]).suffix
+    fmt = _FORMAT_NAMES.get((name or "").lower().lstrip("."))
+    if fmt is not None:
+        return fmt
+    if given:
+        raise dataset_error(spec.uri, None, f"format {spec.format!r} is not supported; use one of {list(FORMATS)}")
+    raise dataset_error(
+        spec.uri,
+        None,
+        f"cannot tell the format from the suffix {name!r}; name the file .jsonl, .csv or .parquet "
+        f"or set the dataset format to one of {list(FORMATS)}",
+    )
+
+
+def _checked_size(uri: str) -> int:
+    """Size before reading: missing files, empty files and files over the service limit fail here."""
+    try:
+        if storage.uses_local_files(uri) and storage.local_path(uri).is_dir():
+            raise dataset_error(uri, None, "is a directory, not a file")
+        size = storage.size(uri)
+    except FileNotFoundError:
+        raise dataset_error(uri, None, "file not found") from None
+    except ClientError as err:
+        if err.response.get("Error", {}).get("Code") in _NOT_FOUND:
+            raise dataset_error(uri, None, "file not found") from None
+        raise
+    if size == 0:
+        raise dataset_error(uri, None, "empty file")
+    if size > MAX_DATASET_BYTES:
+        raise dataset_error(uri, None, f"{size:,} bytes exceeds the {MAX_DATASET_BYTES:,}-byte (10 GiB) dataset limit")
+    return size
+
+
+@contextlib.contextmanager
+def _open_rows(uri: str, fmt: str) -> Iterator[_Rows]:
+    if fmt == "parquet":
+        with open_parquet(uri) as rows:
+            yield rows
+        return
+    with storage.open_binary(uri) as handle:
+        lines = HashedLines(handle, uri)
+        yield JsonlRows(lines, uri) if fmt == "jsonl" else CsvRows(lines, uri)
+
+
+@dataclass(frozen=True)
+class DatasetSummary:
+    """What one full pass learned. ``count`` is the number of records yielded (after ``limit``)."""
+
+    uri: str
+    format: str
+    size_bytes: int
+    count: int
+    sha256: str
+    has_responses: bool  # every record has a response: score them, do not call the model
+    has_references: bool  # every record has a reference answer
+
+
+class DatasetReader:
+    """Iterate once for records; afterwards ``summary`` (count, sha256, has_responses) is available.
+
+    Iterating again re-reads the file. ``summary`` raises if the last iteration did not finish
+    (e.g. the caller stopped early), because a partial hash would not identify the file.
+    """
+
+    def __init__(self, spec: DatasetSpec, *, limit: int | None = None):
+        if limit is not None and limit < 1:
+            raise ValueError(f"limit: must be at least 1, got {limit}")
+        self.spec = spec
+        self.limit = limit
+        self.format = resolve_format(spec)
+        self._summary: DatasetSummary | None = None
+
+    @property
+    def summary(self) -> DatasetSummary:
+        if self._summary is None:
+            raise RuntimeError(f"{self.spec.uri}: the summary is known only after a complete iteration")
+        return self._summary
+
+    def __iter__(self) -> Iterator[Record]:
+        self._summary = None
+        uri = self.spec.uri
+        size = _checked_size(uri)
+        unit = "row" if self.format == "parquet" else "line"
+        builder = RecordBuilder(self.spec.columns, uri, unit=unit, empty_is_missing=self.format == "csv")
+        seen = 0
+        no_prompt: int | None = None  # first yielded record without a prompt
+        no_response: int | None = None  # first yielded record without a response
+        no_reference = False
+        with _open_rows(uri, self.format) as rows:
+            if rows.columns is not None:
+                builder.check_columns(rows.columns, rows.where_columns)
+            for line, row in rows:
+                record = builder.build(line, row)
+                seen += 1
+                if self.limit is None or seen <= self.limit:
+                    if record.prompt is None and no_prompt is None:
+                        no_prompt = record.line
+                    if record.response is None and no_response is None:
+                        no_response = record.line
+                    no_reference = no_reference or record.reference is None
+                    yield record
+                if self.limit is not None and seen >= max(self.limit, MIN_DATASET_SAMPLES):
+                    break
+            sha256 = rows.sha256()
+        if seen < MIN_DATASET_SAMPLES:
+            raise dataset_error(uri, None, f"{seen} record(s); a dataset needs at least {MIN_DATASET_SAMPLES}")
+        if no_prompt is not None and no_response is not None:
+            raise dataset_error(
+                uri,
+                f"{unit} {no_prompt}",
+                f"{field_label(self.spec.columns.prompt, 'prompt')}: missing; every record needs a prompt "
+                f"because {unit} {no_response} has no response, so the model will be called",
+            )
+        self._summary = DatasetSummary(
+            uri=uri,
+            format=self.format,
+            size_bytes=size,
+            count=min(seen, self.limit) if self.limit is not None else seen,
+            sha256=sha256,
+            has_responses=no_response is None,
+            has_references=not no_reference,
+        )
+
+
+def iter_records(spec: DatasetSpec, *, limit: int | None = None) -> Iterator[Record]:
+    """The records of ``spec``'s dataset, streamed and validated (use DatasetReader to get the summary)."""
+    return iter(DatasetReader(spec, limit=limit))
+
+
+def scan_dataset(spec: DatasetSpec, *, limit: int | None = None) -> DatasetSummary:
+    """Validate every record in one streaming pass and summarise (count, sha256, has_responses)."""
+    reader = DatasetReader(spec, limit=limit)
+    for _ in reader:
+        pass
+    return reader.summary

@@ -1,0 +1,148 @@
+"""One evaluation record, and how a raw row (JSON object, CSV row, Parquet row) becomes one.
+
+Rows come from three formats with different notions of "missing": JSON and Parquet have null,
+CSV only has the empty cell. The builder folds all three into one :class:`Record` and names the
+file, line and column in every error so users can fix their data without guessing.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+from evalstack.spec import ColumnMapping
+
+# When the mapped reference column is absent, these common names for the expected answer are used.
+REFERENCE_ALIASES = ("ground_truth", "label")
+_DEFAULT_COLUMNS = ColumnMapping()
+_TEXT_ROLES = ("prompt", "response", "context")
+
+
+class DatasetError(ValueError):
+    """Bad dataset content; the message names the file URI, the line (or row) and the field."""
+
+
+def dataset_error(uri: str, where: str | None, problem: str) -> DatasetError:
+    """``<uri>: <where>: <problem>``, e.g. ``s3://b/k.jsonl: line 7: field 'prompt': missing``."""
+    return DatasetError(f"{uri}: {where}: {problem}" if where else f"{uri}: {problem}")
+
+
+@dataclass(frozen=True)
+class Record:
+    """One sample. ``line`` is the 1-based physical line where it starts (JSONL, CSV: the header is
+    line 1) or the 1-based row number (Parquet). ``metadata`` holds every unmapped field as read."""
+
+    line: int
+    prompt: str | None
+    response: str | None
+    reference: str | list[str] | None
+    context: str | None
+    metadata: dict[str, Any] = field(default_factory=dict)
+
+
+def field_label(column: str, role: str) -> str:
+    """``field 'prompt'``, or ``field 'Question' (prompt)`` when the user mapped the role to a column."""
+    return f"field {column!r}" if column == role else f"field {column!r} ({role})"
+
+
+def json_type(value: Any) -> str:
+    """The JSON name of a value's type, for messages (Python names for non-JSON types)."""
+    names = {dict: "object", list: "array", tuple: "array", type(None): "null", str: "string", bool: "boolean"}
+    names |= {int: "number", float: "number"}
+    return names.get(type(value), type(value).__name__)
+
+
+class RecordBuilder:
+    """Turns raw rows into records for one file and one column mapping.
+
+    ``unit`` is how positions are named in messages ("line" for text files, "row" for Parquet).
+    ``empty_is_missing`` is set for CSV, where an empty cell is the only way to write "no value".
+    """
+
+    def __init__(self, mapping: ColumnMapping, uri: str, *, unit: str = "line", empty_is_missing: bool = False):
+        self.mapping = mapping
+        self.uri = uri
+        self.unit = unit
+        self.empty_is_missing = empty_is_missing
+        self._text_columns = frozenset(getattr(mapping, role) for role in _TEXT_ROLES)
+
+    def check_columns(self, columns: Sequence[str], where: str) -> None:
+        """Header/schema check for formats that declare their columns up front (CSV, Parquet).
+
+        A column the user mapped explicitly must exist; default names may be absent (they are optional
+        roles), but the file needs a prompt or a response column to be evaluable at all.
+        """
+        present = set(columns)
+        shown = ", ".join(repr(c) for c in columns)
+        for role in (*_TEXT_ROLES, "reference"):
+            column = getattr(self.mapping, role)
+            if column == getattr(_DEFAULT_COLUMNS, role) or column in present:
+                continue
+            if role == "reference" and any(alias in present for alias in REFERENCE_ALIASES):
+                continue
+            raise dataset_error(self.uri, where, f"{field_label(column, role)}: column missing (columns: {shown})")
+        if self.mapping.prompt not in present and self.mapping.response not in present:
+            raise dataset_error(
+                self.uri,
+                where,
+                f"{field_label(self.mapping.prompt, 'prompt')}: column missing; a dataset needs a "
+                f"{self.mapping.prompt!r} or a {self.mapping.response!r} column (columns: {shown})",
+            )
+
+    def build(self, line: int, row: dict[str, Any]) -> Record:
+        m = self.mapping
+        prompt = self._coerce(row.get(m.prompt), m.prompt, "prompt", line)
+        response = self._coerce(row.get(m.response), m.response, "response", line)
+        context = self._coerce(row.get(m.context), m.context, "context", line)
+        ref_column = self._reference_column(row)
+        reference = self._reference(row.get(ref_column), ref_column, line)
+        if prompt is None and response is None:
+            problem = f"missing; a record needs a prompt (or a {m.response!r} to score)"
+            raise self._error(line, f"{field_label(m.prompt, 'prompt')}: {problem}")
+        if prompt is not None and not prompt.strip():
+            raise self._error(line, f"{field_label(m.prompt, 'prompt')}: empty")
+        return Record(
+            line=line,
+            prompt=prompt,
+            response=response,
+            reference=reference,
+            context=context,
+            metadata={k: v for k, v in row.items() if k not in self._text_columns and k != ref_column},
+        )
+
+    def _error(self, line: int, problem: str) -> DatasetError:
+        return dataset_error(self.uri, f"{self.unit} {line}", problem)
+
+    def _reference_column(self, row: dict[str, Any]) -> str:
+        if self.mapping.reference in row:
+            return self.mapping.reference
+        return next((alias for alias in REFERENCE_ALIASES if alias in row), self.mapping.reference)
+
+    def _coerce(self, value: Any, column: str, role: str, line: int) -> str | None:
+        """Strings pass; numbers and booleans become text because labels are often ints."""
+        if value is None:
+            return None
+        if isinstance(value, str):
+            return None if self.empty_is_missing and value == "" else value
+        if isinstance(value, bool):  # before int: bool is an int subclass. JSON spelling.
+            return "true" if value else "false"
+        if isinstance(value, int):
+            return str(value)
+        if isinstance(value, float):
+            return None if math.isnan(value) else str(value)  # NaN is how pandas writes "missing"
+        raise self._error(line, f"{field_label(column, role)}: expected a string, got {json_type(value)}")
+
+    def _reference(self, value: Any, column: str, line: int) -> str | list[str] | None:
+        if not isinstance(value, list | tuple):
+            return self._coerce(value, column, "reference", line)
+        if not value:
+            raise self._error(line, f"{field_label(column, 'reference')}: empty list")
+        out: list[str] = []
+        for i, item in enumerate(value):
+            text = self._coerce(item, f"{column}[{i}]", "reference", line)
+            if text is None:
+                raise self._error(line, f"{field_label(f'{column}[{i}]', 'reference')}: null")
+            out.append(text)
+        return out

@@ -1,0 +1,95 @@
+"""accuracy, f1, precision and recall: thin adapters over scikit-learn.
+
+Labels arrive as strings (model output and dataset ground truth) and are compared after
+``strip()``. With ``threshold`` set, both sides are parsed as numbers and binarised
+(``value >= threshold`` -> "1", else "0"), so a regression-style score or a probability can
+be evaluated as a binary classifier.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import sklearn
+from sklearn import metrics as skm
+
+from evalstack.catalog.metrics import BuiltInMetric
+from evalstack.metrics.result import MetricResult, custom_scorer_params, reference_lists
+
+_AVERAGED = {
+    BuiltInMetric.F1: skm.f1_score,
+    BuiltInMetric.PRECISION: skm.precision_score,
+    BuiltInMetric.RECALL: skm.recall_score,
+}
+
+
+def _binarise(label: str, threshold: float, side: str, index: int) -> str:
+    try:
+        value = float(label)
+    except ValueError:
+        raise ValueError(
+            f"{side} {index}: {label!r} is not a number, but threshold={threshold} needs numeric labels"
+        ) from None
+    return "1" if value >= threshold else "0"
+
+
+def _labels(
+    predictions: Sequence[str], references: Sequence[str] | Sequence[Sequence[str]], threshold: float | None
+) -> tuple[list[str], list[str]]:
+    y_true: list[str] = []
+    for i, refs in enumerate(reference_lists(predictions, references)):
+        if len(refs) != 1:
+            raise ValueError(f"reference {i}: classification needs exactly one label, got {refs!r}")
+        y_true.append(refs[0].strip())
+    y_pred = [p.strip() for p in predictions]
+    if threshold is not None:
+        y_true = [_binarise(v, threshold, "reference", i) for i, v in enumerate(y_true)]
+        y_pred = [_binarise(v, threshold, "prediction", i) for i, v in enumerate(y_pred)]
+    return y_pred, y_true
+
+
+def _pos_label(average: str, pos_label: str | None, threshold: float | None, labels: set[str]) -> str | None:
+    """The positive class for average='binary'; None for the other averages."""
+    if average != "binary":
+        if pos_label is not None:
+            raise ValueError(f"pos_label={pos_label!r} only applies with average='binary', not {average!r}")
+        return None
+    if len(labels) > 2:
+        raise ValueError(
+            f"average='binary' needs at most 2 distinct labels, found {len(labels)}: {sorted(labels)}; "
+            "use average='micro', 'macro' or 'weighted'"
+        )
+    if pos_label is None:
+        if threshold is None:
+            # sklearn's default pos_label=1 can never match string labels, so make the user choose.
+            raise ValueError(f"average='binary' needs pos_label (one of {sorted(labels)}) or a threshold")
+        return "1"
+    pos_label = pos_label.strip()
+    if len(labels) == 2 and pos_label not in labels:
+        raise ValueError(f"pos_label={pos_label!r} is not one of the labels {sorted(labels)}")
+    return pos_label
+
+
+def classification_metric(
+    metric: BuiltInMetric,
+    predictions: Sequence[str],
+    references: Sequence[str] | Sequence[Sequence[str]],
+    params: dict | None = None,
+) -> MetricResult:
+    hp = custom_scorer_params(params)
+    y_pred, y_true = _labels(predictions, references, hp.threshold)
+    signature = {"scikit-learn": sklearn.__version__}
+    correct = [float(p == t) for p, t in zip(y_pred, y_true, strict=True)]
+    if metric is BuiltInMetric.ACCURACY:
+        value = float(skm.accuracy_score(y_true, y_pred))
+        return MetricResult({"accuracy": value}, [{"accuracy": c} for c in correct], signature)
+    if metric not in _AVERAGED:
+        raise ValueError(f"{metric} is not a classification metric")
+    pos_label = _pos_label(hp.average, hp.pos_label, hp.threshold, set(y_true) | set(y_pred))
+    # zero_division=0.0 is the value sklearn's default ("warn") gives, minus the warning.
+    kwargs = {"average": hp.average, "zero_division": 0.0}
+    if pos_label is not None:
+        kwargs["pos_label"] = pos_label
+    # f1/precision/recall are corpus-level only: a single sample has no F1 of its own.
+    value = float(_AVERAGED[metric](y_true, y_pred, **kwargs))
+    return MetricResult({metric.value: value}, None, signature)

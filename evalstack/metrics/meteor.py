@@ -1,0 +1,55 @@
+"""METEOR: a thin adapter over ``nltk.translate.meteor_score`` with WordNet 3.0 synonyms.
+
+nltk >= 3.9 needs pre-tokenised input. Text is tokenised with nltk's ``NLTKWordTokenizer``
+(the Treebank-style word tokenizer inside ``nltk.word_tokenize``), which needs no data files;
+``word_tokenize`` itself first splits sentences with Punkt, which cannot be downloaded here,
+so the two differ only where a sentence ends inside one answer. With several references,
+nltk's ``meteor_score`` keeps the best-scoring one. The corpus value is the mean of the
+per-sample scores, as in Hugging Face ``evaluate``'s meteor.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import nltk
+from nltk.tokenize import NLTKWordTokenizer
+from nltk.translate.meteor_score import meteor_score
+
+from evalstack.metrics.result import MetricResult, custom_scorer_params, mean, reference_lists
+from evalstack.metrics.wordnet import load_wordnet
+
+TOKENIZER = NLTKWordTokenizer()
+
+
+def tokenize(text: str) -> list[str]:
+    return TOKENIZER.tokenize(text)
+
+
+def meteor(
+    predictions: Sequence[str], references: Sequence[str] | Sequence[Sequence[str]], params: dict | None = None
+) -> MetricResult:
+    hp = custom_scorer_params(params)
+    refs = reference_lists(predictions, references)
+    wordnet = load_wordnet()
+    per_sample = [
+        {
+            "meteor": float(
+                meteor_score(
+                    [tokenize(r) for r in rs],
+                    tokenize(p),
+                    alpha=hp.alpha,
+                    beta=hp.beta,
+                    gamma=hp.gamma,
+                    wordnet=wordnet,
+                )
+            )
+        }
+        for p, rs in zip(predictions, refs, strict=True)
+    ]
+    signature = {
+        "nltk": nltk.__version__,
+        "wordnet": f"WordNet {wordnet.get_version()} ({wordnet.root.path})",
+        "tokenizer": "nltk.tokenize.NLTKWordTokenizer",
+    }
+    return MetricResult({"meteor": mean([s["meteor"] for s in per_sample])}, per_sample, signature)

@@ -1,0 +1,104 @@
+"""Model backends behind one protocol; :func:`load_backend` turns a model reference into one.
+
+See docs/models.md for the reference format and each backend's wire shapes.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from typing import Any
+
+from evalstack.models.base import (
+    BackendStats,
+    GenerateRequest,
+    Loglikelihood,
+    LoglikelihoodRequest,
+    ModelBackend,
+)
+from evalstack.models.cache import ResponseCache, cache_key
+from evalstack.models.dispatch import RetriesExhaustedError, RetryPolicy
+from evalstack.models.model_package import ModelPackageInfo, resolve_model_package
+from evalstack.models.reference import ACCEPTED_FORMS, ModelReference, label_error, parse_model_reference
+
+__all__ = [
+    "ACCEPTED_FORMS",
+    "BackendStats",
+    "GenerateRequest",
+    "Loglikelihood",
+    "LoglikelihoodRequest",
+    "ModelBackend",
+    "ModelPackageInfo",
+    "ModelReference",
+    "ResponseCache",
+    "RetriesExhaustedError",
+    "RetryPolicy",
+    "backend_stats",
+    "cache_key",
+    "load_backend",
+    "parse_model_reference",
+    "resolve_model_package",
+]
+
+
+def load_backend(
+    reference: str,
+    *,
+    cache: ResponseCache | None = None,
+    max_concurrency: int = 8,
+    retry: RetryPolicy | None = None,
+    timeout: float | None = None,
+    clients: Mapping[str, Any] | None = None,
+) -> ModelBackend:
+    """Validate ``reference`` and build its backend.
+
+    ``clients`` optionally supplies boto3 clients by service name (``bedrock-runtime``,
+    ``sagemaker-runtime``, ``sagemaker`` for model packages, ``secretsmanager`` for API keys);
+    otherwise they are created for the reference's region. A model package ARN loads the
+    reference in its ``evalstack:model_reference`` metadata. Backends have ``stats()`` and ``close()``.
+    """
+    parsed = parse_model_reference(reference)
+    clients = dict(clients or {})
+    remote: dict[str, Any] = {"cache": cache, "max_concurrency": max_concurrency, "retry": retry}
+    if parsed.kind == "label":
+        raise label_error(parsed)
+    if parsed.kind == "openai":
+        from evalstack.models.openai_http import OpenAIBackend
+
+        return OpenAIBackend(parsed, timeout=timeout, secrets_client=clients.get("secretsmanager"), **remote)
+    if parsed.kind == "bedrock":
+        from evalstack.models.bedrock import BedrockBackend
+
+        return BedrockBackend(parsed, client=clients.get("bedrock-runtime"), **remote)
+    if parsed.kind == "sagemaker":
+        from evalstack.models.sagemaker import SageMakerBackend
+
+        return SageMakerBackend(parsed, client=clients.get("sagemaker-runtime"), **remote)
+    if parsed.kind == "hf":
+        from evalstack.models.hf_local import HFBackend
+
+        return HFBackend(parsed)
+    client = clients.get("sagemaker")
+    if client is None:
+        import boto3
+
+        client = boto3.client("sagemaker", region_name=parsed.region)
+    info = resolve_model_package(parsed.target, client)
+    if info.model_reference is None:
+        raise ValueError(
+            f"model package {parsed.target} has no CustomerMetadataProperties['evalstack:model_reference'] "
+            "naming what serves it; inside the processing job load its artifacts with hf:<local path>"
+        )
+    return load_backend(
+        info.model_reference,
+        cache=cache,
+        max_concurrency=max_concurrency,
+        retry=retry,
+        timeout=timeout,
+        clients=clients,
+    )
+
+
+def backend_stats(backend: ModelBackend) -> BackendStats:
+    """Counters of any backend: those with ``stats()`` report them, others report zeros."""
+    stats = getattr(backend, "stats", None)
+    return stats() if callable(stats) else BackendStats()

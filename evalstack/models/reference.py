@@ -1,0 +1,256 @@
+"""Model references: one string format that names the backend explicitly, validated before anything runs.
+
+Accepted forms (docs/models.md is the full reference)::
+
+    openai:<base_url>?model=<name>[&api=chat|completions][&logprobs=echo|prompt_logprobs|none]
+           [&api_key_env=VAR | &api_key_secret=<Secrets Manager id>][&timeout=<seconds>]
+    bedrock:<model id | inference profile id | ARN>[?region=<region>]
+    sagemaker:<endpoint name>?format=tgi|lmi|jumpstart[&region=<region>][&component=<inference component>]
+    hf:<local path>
+    arn:aws:sagemaker:<region>:<account>:model-package/<group>/<version>
+
+A bare name without a scheme is a label: it parses (``kind == "label"``) so specs can carry display
+names, but :func:`evalstack.models.load_backend` refuses it.
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass
+from typing import Any, Literal
+from urllib.parse import parse_qsl, urlsplit
+
+ReferenceKind = Literal["openai", "bedrock", "sagemaker", "hf", "model-package", "label"]
+
+ACCEPTED_FORMS = (
+    "openai:<base_url>?model=<name>[&api=chat|completions][&logprobs=echo|prompt_logprobs|none]"
+    "[&api_key_env=VAR|&api_key_secret=<secret id>][&timeout=<seconds>]",
+    "bedrock:<model id, inference profile id or ARN>[?region=<region>]",
+    "sagemaker:<endpoint name>?format=tgi|lmi|jumpstart[&region=<region>][&component=<inference component>]",
+    "hf:<local path>",
+    "arn:aws:sagemaker:<region>:<account>:model-package/<group>/<version>",
+)
+
+OPENAI_APIS = ("chat", "completions")
+LOGPROB_MODES = ("echo", "prompt_logprobs", "none")
+SAGEMAKER_FORMATS = ("tgi", "lmi", "jumpstart")
+
+_REGION = re.compile(r"^[a-z]{2}(-[a-z]+)+-\d+$")
+_ENV_VAR = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
+# SageMaker endpoint names: 1-63 alphanumerics and hyphens, no leading hyphen.
+_ENDPOINT = re.compile(r"^[a-zA-Z0-9](-*[a-zA-Z0-9]){0,62}$")
+_MODEL_PACKAGE_ARN = re.compile(
+    r"^arn:aws[a-z-]*:sagemaker:(?P<region>[a-z0-9-]+):(?P<account>\d{12}):"
+    r"model-package/(?P<name>[A-Za-z0-9][A-Za-z0-9-]{0,62})(/(?P<version>\d+))?$"
+)
+_SECRET_KEYS = ("api_key", "apikey", "key", "token", "password", "secret")
+
+
+def _forms() -> str:
+    return "accepted forms:\n  " + "\n  ".join(ACCEPTED_FORMS)
+
+
+_SECRET_VALUE = re.compile(
+    r"(?<![A-Za-z0-9_])(api_key|apikey|key|token|password|secret|[a-z]+_(?:key|token))=[^&]*", re.I
+)
+_USERINFO = re.compile(r"//[^/@?]*@")
+
+
+def _redact(text: str) -> str:
+    """The reference with anything that may be a secret masked, so errors never leak one into logs."""
+    return _USERINFO.sub("//***@", _SECRET_VALUE.sub(lambda m: f"{m[1]}=***", text))
+
+
+def _error(text: str, problem: str) -> ValueError:
+    return ValueError(f"invalid model reference {_redact(text)!r}: {problem}; {_forms()}")
+
+
+@dataclass(frozen=True)
+class ModelReference:
+    """A parsed, validated model reference. ``canonical`` is the normalised string (no secrets)."""
+
+    kind: ReferenceKind
+    target: str  # base URL, model id, endpoint name, local path, model package ARN or label
+    model: str | None = None  # openai: served model name
+    api: str | None = None  # openai: chat | completions
+    logprobs: str | None = None  # openai: echo | prompt_logprobs | none
+    api_key_env: str | None = None
+    api_key_secret: str | None = None
+    timeout: float | None = None
+    region: str | None = None
+    format: str | None = None  # sagemaker: tgi | lmi | jumpstart
+    component: str | None = None  # sagemaker inference component
+
+    @property
+    def canonical(self) -> str:
+        """The reference as a string in a fixed option order; used as the name and in cache keys."""
+        if self.kind == "label":
+            return self.target
+        if self.kind == "model-package":
+            return self.target
+        options: list[tuple[str, Any]] = [
+            ("model", self.model),
+            ("api", self.api),
+            ("logprobs", self.logprobs),
+            ("api_key_env", self.api_key_env),
+            ("api_key_secret", self.api_key_secret),
+            ("timeout", self.timeout),
+            ("format", self.format),
+            ("region", self.region),
+            ("component", self.component),
+        ]
+        query = "&".join(f"{key}={value}" for key, value in options if value is not None)
+        return f"{self.kind}:{self.target}" + (f"?{query}" if query else "")
+
+    @property
+    def identity(self) -> str:
+        """What determines a response: the canonical form without transport-only options.
+
+        Cache keys use this, so changing a timeout or the key's env var name keeps the cache valid.
+        """
+        return ModelReference(
+            kind=self.kind,
+            target=self.target,
+            model=self.model,
+            api=self.api,
+            logprobs=self.logprobs,
+            region=self.region,
+            format=self.format,
+            component=self.component,
+        ).canonical
+
+    @property
+    def is_label(self) -> bool:
+        return self.kind == "label"
+
+
+def _split_options(text: str, rest: str, allowed: tuple[str, ...]) -> tuple[str, dict[str, str]]:
+    target, _, query = rest.partition("?")
+    options: dict[str, str] = {}
+    for key, value in parse_qsl(query, keep_blank_values=True, strict_parsing=False):
+        lowered = key.lower()
+        if lowered in _SECRET_KEYS or (lowered.endswith(("_key", "_token")) and lowered not in allowed):
+            raise _error(
+                text,
+                f"option {key!r} would put a secret in the reference; name an environment variable with "
+                "api_key_env=VAR or a Secrets Manager secret with api_key_secret=<id> instead",
+            )
+        if key not in allowed:
+            raise _error(text, f"unknown option {key!r} (allowed: {', '.join(allowed) or 'none'})")
+        if key in options:
+            raise _error(text, f"option {key!r} given twice")
+        if not value:
+            raise _error(text, f"option {key!r} is empty")
+        options[key] = value
+    if "?" in query:
+        raise _error(text, "more than one '?'")
+    return target, options
+
+
+def _choice(text: str, options: dict[str, str], key: str, choices: tuple[str, ...], default: str | None) -> str | None:
+    value = options.get(key, default)
+    if value is not None and value not in choices:
+        raise _error(text, f"{key}={value!r} is not one of {', '.join(choices)}")
+    return value
+
+
+def _region(text: str, options: dict[str, str]) -> str | None:
+    region = options.get("region")
+    if region is not None and not _REGION.match(region):
+        raise _error(text, f"region={region!r} is not an AWS region name like us-east-1")
+    return region
+
+
+def _parse_openai(text: str, rest: str) -> ModelReference:
+    allowed = ("model", "api", "logprobs", "api_key_env", "api_key_secret", "timeout")
+    base_url, options = _split_options(text, rest, allowed)
+    url = urlsplit(base_url)
+    if url.scheme not in ("http", "https") or not url.hostname:
+        raise _error(text, f"base URL {base_url!r} must be http(s)://host[:port][/path]")
+    if url.username or url.password:
+        raise _error(text, "the base URL must not carry credentials; use api_key_env or api_key_secret")
+    if "model" not in options:
+        raise _error(text, "openai references need ?model=<served model name>")
+    if "api_key_env" in options and "api_key_secret" in options:
+        raise _error(text, "give api_key_env or api_key_secret, not both")
+    if "api_key_env" in options and not _ENV_VAR.match(options["api_key_env"]):
+        raise _error(text, f"api_key_env={options['api_key_env']!r} is not an environment variable name")
+    timeout = None
+    if "timeout" in options:
+        try:
+            timeout = float(options["timeout"])
+        except ValueError:
+            timeout = -1.0
+        if not timeout > 0:
+            raise _error(text, f"timeout={options['timeout']!r} must be a positive number of seconds")
+    return ModelReference(
+        kind="openai",
+        target=base_url.rstrip("/"),
+        model=options["model"],
+        api=_choice(text, options, "api", OPENAI_APIS, "completions"),
+        logprobs=_choice(text, options, "logprobs", LOGPROB_MODES, "echo"),
+        api_key_env=options.get("api_key_env"),
+        api_key_secret=options.get("api_key_secret"),
+        timeout=timeout,
+    )
+
+
+def _parse_bedrock(text: str, rest: str) -> ModelReference:
+    model_id, options = _split_options(text, rest, ("region",))
+    if not model_id or any(ch.isspace() for ch in model_id):
+        raise _error(text, "bedrock references need a model id, inference profile id or ARN after 'bedrock:'")
+    if model_id.startswith("arn:") and ":bedrock:" not in model_id:
+        raise _error(text, f"{model_id!r} is not a Bedrock ARN (arn:aws:bedrock:...)")
+    return ModelReference(kind="bedrock", target=model_id, region=_region(text, options))
+
+
+def _parse_sagemaker(text: str, rest: str) -> ModelReference:
+    endpoint, options = _split_options(text, rest, ("format", "region", "component"))
+    if not _ENDPOINT.match(endpoint):
+        raise _error(text, f"endpoint name {endpoint!r} must be 1-63 letters, digits and hyphens")
+    if "format" not in options:
+        raise _error(text, f"sagemaker references need ?format= one of {', '.join(SAGEMAKER_FORMATS)}")
+    return ModelReference(
+        kind="sagemaker",
+        target=endpoint,
+        format=_choice(text, options, "format", SAGEMAKER_FORMATS, None),
+        region=_region(text, options),
+        component=options.get("component"),
+    )
+
+
+def _parse_hf(text: str, rest: str) -> ModelReference:
+    if not rest.strip():
+        raise _error(text, "hf references need a local model directory after 'hf:'")
+    if "?" in rest:
+        raise _error(text, "hf references take no options")
+    return ModelReference(kind="hf", target=rest)
+
+
+def parse_model_reference(text: str) -> ModelReference:
+    """Parse and validate ``text``; raises ValueError naming the problem and listing the accepted forms."""
+    if not isinstance(text, str) or not text.strip():
+        raise _error(str(text), "the reference is empty")
+    if text != text.strip():
+        raise _error(text, "leading or trailing whitespace")
+    if text.startswith("arn:"):
+        match = _MODEL_PACKAGE_ARN.match(text)
+        if not match:
+            raise _error(text, "the only ARN accepted here is a SageMaker model package ARN")
+        if not _REGION.match(match["region"]):
+            raise _error(text, f"region {match['region']!r} in the ARN is not an AWS region name")
+        return ModelReference(kind="model-package", target=text, region=match["region"])
+    scheme, sep, rest = text.partition(":")
+    parsers = {"openai": _parse_openai, "bedrock": _parse_bedrock, "sagemaker": _parse_sagemaker, "hf": _parse_hf}
+    if sep and scheme in parsers:
+        return parsers[scheme](text, rest)
+    if sep and re.fullmatch(r"[a-z][a-z0-9+.-]*", scheme) and scheme not in ("http", "https"):
+        raise _error(text, f"unknown scheme {scheme!r}")
+    if "://" in text:
+        raise _error(text, "a URL needs the 'openai:' scheme and ?model=<name>")
+    return ModelReference(kind="label", target=text)
+
+
+def label_error(reference: ModelReference) -> ValueError:
+    """The error for trying to run a bare label."""
+    return ValueError(f"model reference {reference.target!r} is a label only and names no backend to call; {_forms()}")

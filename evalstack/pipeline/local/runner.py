@@ -1,0 +1,353 @@
+"""The detached process that executes one pipeline execution's definition on this machine.
+
+``python -m evalstack.pipeline.local.runner --detach ARN`` forks away from the client (so the client
+can exit), records its pid and a heartbeat in SQLite, then walks the step graph:
+
+- a step is ready when every step it depends on (``DependsOn``, property references, and the
+  Condition step whose branch holds it) has succeeded; it is never executed when one of those was
+  not executed, which is how the untaken branch of a Condition and everything after it drop out;
+- Condition steps evaluate their conditions; Fail steps fail the execution with their message;
+- Processing steps run their container command as real subprocesses, one per instance, each with
+  its own ``/opt/ml`` folder and ``resourceconfig.json``; outputs are then uploaded to their S3Uri
+  (``s3://`` maps to the local object folder through :mod:`evalstack.storage`);
+- at most ``ParallelismConfiguration.MaxParallelExecutionSteps`` steps run at once.
+
+Steps that already succeeded (a retried execution) are kept with their properties, not redone.
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import json
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import threading
+import time
+from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
+from pathlib import Path
+from typing import Any
+
+from evalstack import storage
+from evalstack.pipeline.definition import iter_steps
+from evalstack.pipeline.local.expressions import Context, ExpressionError, step_references
+from evalstack.pipeline.local.store import Store, execution_dir
+
+HEARTBEAT_SECONDS = 1.0
+POLL_SECONDS = 0.2
+STOP_GRACE_SECONDS = 5.0
+DEFAULT_PARALLELISM = 50  # SageMaker's default MaxParallelExecutionSteps
+LOG_TAIL_CHARS = 2000
+
+
+class StepFailed(Exception):
+    """A step ended in failure; the message becomes its FailureReason."""
+
+
+class StepStopped(Exception):
+    """The execution was stopped while the step ran."""
+
+
+def execution_id(arn: str) -> str:
+    return arn.rsplit("/", 1)[-1]
+
+
+def kill_process_groups(pids: list[int], sig: int = signal.SIGTERM) -> None:
+    """Signal each step instance's process group (each instance starts its own session)."""
+    for pid in pids:
+        with contextlib.suppress(ProcessLookupError, PermissionError):
+            os.killpg(pid, sig)
+
+
+class Runner:
+    def __init__(self, store: Store, arn: str) -> None:
+        self.store = store
+        self.arn = arn
+        self.exec_id = execution_id(arn)
+        row = store.execution(arn)
+        if row is None:
+            raise ValueError(f"no execution {arn}")
+        definition = json.loads(row["definition"])
+        self.steps = {s["Name"]: s for s in iter_steps(definition["Steps"])}
+        self.parallelism = int(row["parallelism"] or DEFAULT_PARALLELISM)
+        pipeline_arn = arn.split("/execution/")[0]
+        self.context = Context(
+            parameters=json.loads(row["parameters"]),
+            execution={
+                "PipelineExecutionId": self.exec_id,
+                "PipelineExecutionArn": arn,
+                "PipelineName": row["pipeline_name"],
+                "PipelineArn": pipeline_arn,
+                "StartDateTime": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(row["created"])),
+            },
+        )
+        self.branch_of: dict[str, tuple[str, bool]] = {}  # step -> (condition step, runs when outcome is)
+        for step in self.steps.values():
+            if step["Type"] == "Condition":
+                for child in step["Arguments"].get("IfSteps", []):
+                    self.branch_of[child["Name"]] = (step["Name"], True)
+                for child in step["Arguments"].get("ElseSteps", []):
+                    self.branch_of[child["Name"]] = (step["Name"], False)
+        self.deps = {name: self._dependencies(step) for name, step in self.steps.items()}
+        self.outcomes: dict[str, bool] = {}
+        self.stopping = threading.Event()
+
+    def _dependencies(self, step: dict[str, Any]) -> set[str]:
+        own = step["Arguments"] if step["Type"] != "Condition" else step["Arguments"].get("Conditions", [])
+        deps = set(step.get("DependsOn", [])) | step_references(own)
+        if step["Name"] in self.branch_of:
+            deps.add(self.branch_of[step["Name"]][0])
+        unknown = deps - set(self.steps)
+        if unknown:
+            raise ValueError(f"step {step['Name']!r} depends on unknown step(s) {sorted(unknown)}")
+        return deps
+
+    # Graph walk ---------------------------------------------------------------------------------
+
+    def run(self) -> None:
+        self.store.update_execution(self.arn, runner_pid=os.getpid(), heartbeat=time.time())
+        beat = threading.Thread(target=self._heartbeat, daemon=True)
+        beat.start()
+        done: set[str] = set()
+        for row in self.store.steps(self.arn):
+            if row["status"] == "Succeeded":
+                done.add(row["name"])
+                props = json.loads(row["properties"])
+                self.context.steps[row["name"]] = props
+                if "Outcome" in props:
+                    self.outcomes[row["name"]] = props["Outcome"]
+        skipped: set[str] = set()
+        failures: list[str] = []
+        running: dict[Future[None], str] = {}
+        with ThreadPoolExecutor(max_workers=self.parallelism, thread_name_prefix="step") as pool:
+            while True:
+                self._check_stop()
+                for name in self.steps:
+                    if name not in done and name not in skipped and self._not_executed(name, skipped):
+                        skipped.add(name)
+                started = set(running.values())
+                ready = [
+                    name
+                    for name in self.steps
+                    if name not in done | skipped | started
+                    and self.deps[name] <= done
+                    and not failures
+                    and not self.stopping.is_set()
+                ]
+                for name in ready[: self.parallelism - len(running)]:
+                    running[pool.submit(self._run_step, name)] = name
+                if not running:
+                    break
+                finished, _ = wait(list(running), timeout=POLL_SECONDS, return_when=FIRST_COMPLETED)
+                for future in finished:
+                    name = running.pop(future)
+                    error = future.exception()
+                    if error is None:
+                        done.add(name)
+                    elif not isinstance(error, StepStopped):
+                        failures.append(self._failure_text(name, error))
+        if self.stopping.is_set():
+            self._finish_stopped()
+        elif failures:
+            self.store.finish_execution(self.arn, "Failed", failures[0])
+        else:
+            self.store.finish_execution(self.arn, "Succeeded", None)
+
+    def _not_executed(self, name: str, skipped: set[str]) -> bool:
+        if name in self.branch_of:
+            condition, wanted = self.branch_of[name]
+            if condition in self.outcomes and self.outcomes[condition] != wanted:
+                return True
+        return bool(self.deps[name] & skipped)
+
+    def _failure_text(self, name: str, error: BaseException) -> str:
+        text = str(error) if isinstance(error, StepFailed | ExpressionError) else f"{type(error).__name__}: {error}"
+        return text if self.steps[name]["Type"] == "Fail" else f"Step failure: {name}: {text}"
+
+    def _check_stop(self) -> None:
+        row = self.store.execution(self.arn)
+        if row is not None and row["stop_requested"] and not self.stopping.is_set():
+            self.stopping.set()
+
+    def _finish_stopped(self) -> None:
+        self.store.end_running_steps(self.arn, "Stopped", "The execution was stopped")
+        self.store.finish_execution(self.arn, "Stopped", None)
+
+    def _heartbeat(self) -> None:
+        while True:
+            time.sleep(HEARTBEAT_SECONDS)
+            self.store.update_execution(self.arn, heartbeat=time.time())
+
+    # Steps --------------------------------------------------------------------------------------
+
+    def _run_step(self, name: str) -> None:
+        step = self.steps[name]
+        self.store.start_step(self.arn, name, step["Type"])
+        try:
+            metadata, properties = getattr(self, f"_run_{step['Type'].lower()}")(step)
+        except StepStopped:
+            self.store.end_step(self.arn, name, "Stopped", "The execution was stopped")
+            raise
+        except Exception as err:
+            # Whatever broke, the step must not read Executing forever; the graph walk reports it.
+            reason = str(err) if isinstance(err, StepFailed | ExpressionError) else f"{type(err).__name__}: {err}"
+            metadata = {"Fail": {"ErrorMessage": reason}} if step["Type"] == "Fail" else {}
+            self.store.end_step(self.arn, name, "Failed", reason, metadata=metadata)
+            raise
+        self.context.steps[name] = properties
+        self.store.end_step(self.arn, name, "Succeeded", metadata=metadata, properties=properties)
+
+    def _run_condition(self, step: dict[str, Any]) -> tuple[dict[str, Any], dict[str, Any]]:
+        outcome = all(self.context.condition(c) for c in step["Arguments"].get("Conditions", []))
+        self.outcomes[step["Name"]] = outcome
+        return {"Condition": {"Outcome": "True" if outcome else "False"}}, {"Outcome": outcome}
+
+    def _run_fail(self, step: dict[str, Any]) -> tuple[dict[str, Any], dict[str, Any]]:
+        raise StepFailed(str(self.context.resolve(step["Arguments"].get("ErrorMessage", ""))))
+
+    def _run_processing(self, step: dict[str, Any]) -> tuple[dict[str, Any], dict[str, Any]]:
+        args = self.context.resolve(step["Arguments"])
+        name = step["Name"]
+        job_name = f"pipelines-{self.exec_id}-{name}"[:63]
+        job_arn = self.arn.split(":pipeline/")[0] + f":processing-job/{job_name.lower()}"
+        count = int(args["ProcessingResources"]["ClusterConfig"]["InstanceCount"])
+        if count < 1:
+            raise StepFailed(f"InstanceCount must be at least 1, got {count}")
+        hosts = [f"algo-{i + 1}" for i in range(count)]
+        step_dir = execution_dir(self.exec_id) / name
+        shutil.rmtree(step_dir, ignore_errors=True)  # a retried step starts clean
+        roots = [step_dir / host for host in hosts]
+        for host, root in zip(hosts, roots, strict=True):
+            self._prepare_instance(root, host, hosts, args.get("ProcessingInputs", []))
+        self._run_instances(name, args, roots)
+        outputs = args.get("ProcessingOutputConfig", {}).get("Outputs", [])
+        for output in outputs:
+            self._upload_output(output, roots)
+        properties = {
+            **args,
+            "ProcessingJobName": job_name,
+            "ProcessingJobArn": job_arn,
+            "ProcessingJobStatus": "Completed",
+            "ProcessingInputs": {i["InputName"]: i for i in args.get("ProcessingInputs", [])},
+            "ProcessingOutputConfig": {
+                **args.get("ProcessingOutputConfig", {}),
+                "Outputs": {o["OutputName"]: o for o in outputs},
+            },
+            "PropertyFiles": self._property_files(step, outputs),
+        }
+        return {"ProcessingJob": {"Arn": job_arn}}, properties
+
+    def _prepare_instance(self, root: Path, host: str, hosts: list[str], inputs: list[dict[str, Any]]) -> None:
+        config = root / "config"
+        config.mkdir(parents=True, exist_ok=True)
+        resource = {"current_host": host, "hosts": hosts, "network_interface_name": "eth0"}
+        (config / "resourceconfig.json").write_text(json.dumps(resource))
+        for item in inputs:
+            source = item.get("S3Input")
+            if source is None:
+                raise StepFailed(f"input {item.get('InputName')!r}: only S3Input is supported locally")
+            target = opt_ml_path(root, source["LocalPath"])
+            prefix = source["S3Uri"]
+            uris = [prefix] if storage.exists(prefix) else storage.list_uris(prefix)
+            for uri in uris:
+                relative = uri[len(prefix) :].lstrip("/") or uri.rsplit("/", 1)[-1]
+                dest = target / relative
+                dest.parent.mkdir(parents=True, exist_ok=True)
+                dest.write_bytes(storage.read_bytes(uri))
+
+    def _run_instances(self, name: str, args: dict[str, Any], roots: list[Path]) -> None:
+        app = args["AppSpecification"]
+        command = [str(c) for c in app.get("ContainerEntrypoint", [])] + [
+            str(c) for c in app.get("ContainerArguments", [])
+        ]
+        if command and command[0] in ("python", "python3"):
+            command[0] = sys.executable  # the local "image" is this interpreter
+        procs: list[tuple[Path, subprocess.Popen[bytes]]] = []
+        for root in roots:
+            env = {**os.environ, **{k: str(v) for k, v in args.get("Environment", {}).items()}}
+            env["EVALSTACK_OPT_ML_ROOT"] = str(root)
+            with open(root / "output.log", "wb") as log:
+                proc = subprocess.Popen(
+                    command, cwd=root, env=env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True
+                )
+            procs.append((root, proc))
+        pids = [p.pid for _, p in procs]
+        self.store.update_step(self.arn, name, pids=pids)
+        while any(p.poll() is None for _, p in procs):
+            if self.stopping.is_set() or any(p.returncode not in (None, 0) for _, p in procs):
+                self._terminate(procs)
+                break
+            time.sleep(POLL_SECONDS)
+        if self.stopping.is_set():
+            raise StepStopped()
+        for root, proc in procs:
+            if proc.returncode != 0:
+                tail = (root / "output.log").read_text(errors="replace")[-LOG_TAIL_CHARS:].strip()
+                raise StepFailed(f"AlgorithmError: {root.name} exited with code {proc.returncode}: {tail}")
+
+    def _terminate(self, procs: list[tuple[Path, subprocess.Popen[bytes]]]) -> None:
+        kill_process_groups([p.pid for _, p in procs if p.poll() is None])
+        deadline = time.monotonic() + STOP_GRACE_SECONDS
+        while time.monotonic() < deadline and any(p.poll() is None for _, p in procs):
+            time.sleep(POLL_SECONDS)
+        kill_process_groups([p.pid for _, p in procs if p.poll() is None], signal.SIGKILL)
+        for _, proc in procs:
+            proc.wait()
+
+    def _upload_output(self, output: dict[str, Any], roots: list[Path]) -> None:
+        target = output["S3Output"]["S3Uri"]
+        for root in roots:
+            local = opt_ml_path(root, output["S3Output"]["LocalPath"])
+            if not local.exists():
+                continue
+            for path in sorted(p for p in local.rglob("*") if p.is_file()):
+                storage.upload_file(path, storage.join(target, path.relative_to(local).as_posix()))
+
+    def _property_files(self, step: dict[str, Any], outputs: list[dict[str, Any]]) -> dict[str, Any]:
+        by_name = {o["OutputName"]: o for o in outputs}
+        files: dict[str, Any] = {}
+        for pf in step.get("PropertyFiles", []):
+            output = by_name.get(pf["OutputName"])
+            if output is None:
+                raise StepFailed(f"property file {pf['PropertyFileName']}: no output named {pf['OutputName']!r}")
+            uri = storage.join(output["S3Output"]["S3Uri"], pf["FilePath"])
+            try:
+                files[pf["PropertyFileName"]] = json.loads(storage.read_text(uri))
+            except (FileNotFoundError, json.JSONDecodeError) as err:
+                raise StepFailed(f"property file {pf['PropertyFileName']}: cannot read {uri}: {err}") from err
+        return files
+
+
+def opt_ml_path(root: Path, container_path: str) -> Path:
+    """Where a container path (``/opt/ml/...``) of one instance lives locally."""
+    prefix = "/opt/ml/"
+    if not container_path.startswith(prefix):
+        raise StepFailed(f"local path {container_path!r} is outside /opt/ml")
+    return root / container_path[len(prefix) :]
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m evalstack.pipeline.local.runner")
+    parser.add_argument("--detach", action="store_true", help="fork, let the parent return at once")
+    parser.add_argument("execution_arn")
+    args = parser.parse_args(argv)
+    if args.detach:
+        if os.fork():
+            os._exit(0)  # the client reaps this parent; the child is adopted by init
+        os.setsid()
+    store = Store()
+    try:
+        Runner(store, args.execution_arn).run()
+    except Exception as err:
+        # The runner itself broke (bad definition, database error): the execution must not stay Executing.
+        store.end_running_steps(args.execution_arn, "Failed", f"runner error: {err}")
+        store.finish_execution(args.execution_arn, "Failed", f"runner error: {type(err).__name__}: {err}")
+        raise
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

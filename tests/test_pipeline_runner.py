@@ -1,0 +1,153 @@
+"""The local runner's expression engine and graph walk, on small hand-made definitions."""
+
+from __future__ import annotations
+
+import json
+import time
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+
+import pytest
+
+from evalstack.pipeline.local import LocalSageMakerClient
+from evalstack.pipeline.local.expressions import Context, ExpressionError, parse_path, step_references
+
+ROLE_ARN = "arn:aws:iam::000000000000:role/evalstack-local"
+
+
+def _wait(client: LocalSageMakerClient, arn: str, timeout: float = 120) -> dict:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        desc = client.describe_pipeline_execution(PipelineExecutionArn=arn)
+        if desc["PipelineExecutionStatus"] in ("Succeeded", "Failed", "Stopped"):
+            return desc
+        time.sleep(0.2)
+    raise TimeoutError(arn)
+
+
+def test_paths_and_expressions() -> None:
+    assert parse_path("Steps.Report.ProcessingOutputConfig.Outputs['evaluation'].S3Output.S3Uri") == [
+        "Steps",
+        "Report",
+        "ProcessingOutputConfig",
+        "Outputs",
+        "evaluation",
+        "S3Output",
+        "S3Uri",
+    ]
+    assert parse_path("metrics.scores[1].value") == ["metrics", "scores", 1, "value"]
+    ctx = Context(
+        parameters={"Out": "s3://b/p", "On": True, "N": 3},
+        execution={"PipelineExecutionId": "abc"},
+        steps={"Report": {"PropertyFiles": {"Eval": {"metrics": {"scores": [0.1, 0.9]}}}}},
+    )
+    join = {"Std:Join": {"On": "/", "Values": [{"Get": "Parameters.Out"}, {"Get": "Execution.PipelineExecutionId"}, 7]}}
+    assert ctx.resolve(join) == "s3://b/p/abc/7"
+    json_get = {
+        "Std:JsonGet": {"PropertyFile": {"Get": "Steps.Report.PropertyFiles.Eval"}, "Path": "metrics.scores[1]"}
+    }
+    assert ctx.resolve(json_get) == 0.9
+    assert ctx.condition({"Type": "GreaterThanOrEqualTo", "LeftValue": json_get, "RightValue": 0.9})
+    assert not ctx.condition(
+        {"Type": "Not", "Expression": {"Type": "Equals", "LeftValue": {"Get": "Parameters.On"}, "RightValue": True}}
+    )
+    assert ctx.condition({"Type": "Or", "Conditions": [
+        {"Type": "LessThan", "LeftValue": {"Get": "Parameters.N"}, "RightValue": 1},
+        {"Type": "In", "QueryValue": {"Get": "Parameters.N"}, "Values": [1, 3]},
+    ]})  # fmt: skip
+    assert step_references({"a": [json_get, {"Get": "Parameters.Out"}]}) == {"Report"}
+    with pytest.raises(ExpressionError, match="unknown parameter"):
+        ctx.resolve({"Get": "Parameters.Missing"})
+    with pytest.raises(ExpressionError, match="has not run"):
+        ctx.resolve({"Get": "Steps.Other.Outcome"})
+    with pytest.raises(ExpressionError, match=r"metrics.absent: no 'absent'"):
+        ctx.resolve(
+            {"Std:JsonGet": {"PropertyFile": {"Get": "Steps.Report.PropertyFiles.Eval"}, "Path": "metrics.absent"}}
+        )
+
+
+def _record_step(name: str, log: Path, depends_on: list[str] | None = None) -> dict:
+    """A Processing step that appends '<name> start' and '<name> end' lines around a short sleep."""
+    code = (
+        f"import time; f = open({str(log)!r}, 'a'); f.write('{name} start\\n'); f.flush(); "
+        f"time.sleep(0.3); f.write('{name} end\\n'); f.close()"
+    )
+    step = {
+        "Name": name,
+        "Type": "Processing",
+        "Arguments": {
+            "ProcessingResources": {
+                "ClusterConfig": {"InstanceCount": 1, "InstanceType": "ml.m5.large", "VolumeSizeInGB": 1}
+            },
+            "AppSpecification": {"ImageUri": "local", "ContainerEntrypoint": ["python3", "-c", code]},
+            "RoleArn": ROLE_ARN,
+        },
+    }
+    if depends_on:
+        step["DependsOn"] = depends_on
+    return step
+
+
+def test_parallel_bound_and_depends_on(tmp_path: Path) -> None:
+    log = tmp_path / "steps.log"
+    definition = {
+        "Version": "2020-12-01",
+        "Parameters": [],
+        "Steps": [_record_step("A", log), _record_step("B", log), _record_step("C", log, ["A", "B"])],
+    }
+    client = LocalSageMakerClient()
+    client.create_pipeline(PipelineName="bound", PipelineDefinition=json.dumps(definition), RoleArn=ROLE_ARN)
+    arn = client.start_pipeline_execution(
+        PipelineName="bound", ParallelismConfiguration={"MaxParallelExecutionSteps": 1}
+    )["PipelineExecutionArn"]
+    assert _wait(client, arn)["PipelineExecutionStatus"] == "Succeeded"
+    lines = log.read_text().splitlines()
+    # One step at a time: every start is followed by its own end; C runs last.
+    assert lines[0::2] in (["A start", "B start", "C start"], ["B start", "A start", "C start"])
+    assert [line.replace("end", "start") for line in lines[1::2]] == lines[0::2]
+
+
+def test_condition_on_parameters_and_fail_step_from_many_threads() -> None:
+    definition = {
+        "Version": "2020-12-01",
+        "Parameters": [{"Name": "Score", "Type": "Float", "DefaultValue": 0.5}],
+        "Steps": [
+            {
+                "Name": "Check",
+                "Type": "Condition",
+                "Arguments": {
+                    "Conditions": [
+                        {"Type": "GreaterThan", "LeftValue": {"Get": "Parameters.Score"}, "RightValue": 0.7}
+                    ],
+                    "IfSteps": [],
+                    "ElseSteps": [
+                        {
+                            "Name": "TooLow",
+                            "Type": "Fail",
+                            "Arguments": {
+                                "ErrorMessage": {
+                                    "Std:Join": {"On": " ", "Values": ["score", {"Get": "Parameters.Score"}]}
+                                }
+                            },
+                        }
+                    ],
+                },
+            }
+        ],
+    }
+    client = LocalSageMakerClient()
+    client.create_pipeline(PipelineName="gate", PipelineDefinition=json.dumps(definition), RoleArn=ROLE_ARN)
+    scores = ["0.9", "0.1", "0.75", "0.7"]
+    with ThreadPoolExecutor(max_workers=4) as pool:
+        arns = list(
+            pool.map(
+                lambda s: client.start_pipeline_execution(
+                    PipelineName="gate", PipelineParameters=[{"Name": "Score", "Value": s}]
+                )["PipelineExecutionArn"],
+                scores,
+            )
+        )
+    outcomes = [_wait(client, arn) for arn in arns]
+    assert [d["PipelineExecutionStatus"] for d in outcomes] == ["Succeeded", "Failed", "Succeeded", "Failed"]
+    assert outcomes[1]["FailureReason"] == "score 0.1"
+    assert len(client.list_pipeline_executions(PipelineName="gate")["PipelineExecutionSummaries"]) == 4

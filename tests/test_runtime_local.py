@@ -1,0 +1,269 @@
+"""The execution API on the embedded local backend, end to end: evaluators start real pipeline
+executions (detached runner, subprocess steps) against a loopback model server and TruthfulQA
+questions from shared/benchmarks."""
+
+from __future__ import annotations
+
+import csv
+import json
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor, as_completed
+from datetime import datetime
+from pathlib import Path
+
+import pytest
+import sacrebleu
+from botocore.exceptions import ClientError
+
+from evalstack import storage
+from evalstack.evaluate import CustomScorerEvaluator, EvaluationPipelineExecution
+from evalstack.pipeline.definition import definition_json
+from evalstack.runtime.backend import resolve_backend
+from evalstack.runtime.execution import ConcurrencyLimitError
+from tests.conftest import EXAMPLES, REPO_ROOT
+from tests.support.openai_server import Reply, chat_body, prompt_of, serve
+
+N_QUESTIONS = 12
+BASE_CORRECT = 4
+
+
+@pytest.fixture
+def questions(benchmark_data: Path) -> list[dict[str, str]]:
+    with open(benchmark_data / "truthfulqa" / "TruthfulQA.csv", encoding="utf-8-sig", newline="") as handle:
+        rows = list(csv.DictReader(handle))[:N_QUESTIONS]
+    return [
+        {"prompt": r["Question"], "reference": r["Best Answer"], "wrong": r["Incorrect Answers"].split(";")[0].strip()}
+        for r in rows
+    ]
+
+
+@pytest.fixture
+def dataset(tmp_path: Path, questions: list[dict[str, str]]) -> str:
+    path = tmp_path / "truthfulqa.jsonl"
+    path.write_text("".join(json.dumps({"prompt": q["prompt"], "reference": q["reference"]}) + "\n" for q in questions))
+    return str(path)
+
+
+def _server(questions: list[dict[str, str]], delay: float) -> Iterator:
+    by_prompt = {q["prompt"]: i for i, q in enumerate(questions)}
+
+    def answer(path: str, body: dict) -> Reply:
+        prompt = prompt_of(path, body)
+        index = next(i for p, i in by_prompt.items() if p in prompt)
+        right = body["model"] == "candidate" or index < BASE_CORRECT
+        q = questions[index]
+        return Reply(chat_body(q["reference"] if right else q["wrong"]), delay=delay)
+
+    return serve(answer)
+
+
+@pytest.fixture
+def model_server(questions: list[dict[str, str]]) -> Iterator:
+    with _server(questions, 0.0) as server:
+        yield server
+
+
+@pytest.fixture
+def slow_model_server(questions: list[dict[str, str]]) -> Iterator:
+    with _server(questions, 2.0) as server:
+        yield server
+
+
+def _evaluator(server, dataset: str, output: str, **kwargs) -> CustomScorerEvaluator:
+    evaluator = CustomScorerEvaluator(
+        evaluator="accuracy",
+        dataset=dataset,
+        model=f"openai:{server.base_url}?model=candidate",
+        base_model=f"openai:{server.base_url}?model=base",
+        s3_output_path=output,
+        **kwargs,
+    )
+    evaluator.hyperparameters.max_concurrency = 1
+    return evaluator
+
+
+def _cli(*args: str) -> str:
+    """The evalstack command in a new process: a client restart, sharing only EVALSTACK_HOME."""
+    done = subprocess.run(
+        [sys.executable, "-m", "evalstack.cli.main", *args], cwd=REPO_ROOT, capture_output=True, text=True, timeout=120
+    )
+    assert done.returncode == 0, done.stderr
+    return done.stdout
+
+
+def test_execution_api_with_base_model(model_server, dataset: str) -> None:
+    output = "s3://evalstack-runtime/evals"
+    execution = _evaluator(model_server, dataset, output, evaluate_base_model=True, base_eval_name="tqa run").evaluate()
+    assert execution.name.startswith("tqa-run-")
+    assert execution.eval_type == "custom_scorer"
+    assert execution.arn.startswith(
+        "arn:aws:sagemaker:us-east-1:000000000000:pipeline/evalstack-custom-scorer/execution/"
+    )
+    execution_id = execution.arn.rsplit("/", 1)[-1]
+    assert execution.s3_output_path == f"{output}/{execution.name}/{execution_id}"
+    assert isinstance(execution.creation_time, datetime)
+    # The spec the steps read sits beside the results, under the execution's name.
+    spec = json.loads(storage.read_text(f"{output}/{execution.name}/spec.json"))
+    assert spec["evaluate_base_model"] is True and spec["name"] == "tqa run"
+
+    execution.wait(poll=1)
+    assert execution.status == "Succeeded" and execution.failure_reason is None
+    status = execution.get_status()
+    assert status.overall_status == "Completed"
+    assert [(s.name, s.status) for s in sorted(status.step_details, key=lambda s: s.name)] == [
+        ("CheckEvaluateBaseModel", "Completed"),
+        ("EvaluateBaseModel", "Completed"),
+        ("EvaluateModel", "Completed"),
+        ("ReportWithBase", "Completed"),
+    ]
+    assert all(s.start_time and s.end_time and s.start_time <= s.end_time for s in status.step_details)
+    results = execution.results()
+    assert results["metrics"]["accuracy"] == 1.0
+    assert results["num_samples"] == N_QUESTIONS
+    comparison = results["comparison"]
+    assert json.loads(storage.read_text(storage.join(execution.s3_output_path, "base/results.json")))["metrics"][
+        "accuracy"
+    ] == pytest.approx(BASE_CORRECT / N_QUESTIONS)
+    assert comparison["improvement"]["accuracy"] == pytest.approx(1 - BASE_CORRECT / N_QUESTIONS)
+
+    again = EvaluationPipelineExecution.get(execution.arn)
+    assert (again.name, again.status, again.eval_type, again.s3_output_path) == (
+        execution.name,
+        "Succeeded",
+        "custom_scorer",
+        execution.s3_output_path,
+    )
+    listed = EvaluationPipelineExecution.get_all("custom_scorer")
+    assert [e.arn for e in listed] == [execution.arn]
+    assert EvaluationPipelineExecution.get_all("benchmark") == []
+
+    # A new process (client restart) lists and shows the same execution from EVALSTACK_HOME.
+    table = _cli("executions", "list", "--type", "custom-scorer")
+    assert execution.arn in table and "Succeeded" in table
+    shown = _cli("executions", "show", execution.arn)
+    assert f"Output:    {execution.s3_output_path}" in shown
+    assert "ReportWithBase" in shown and "Completed" in shown
+    waited = _cli("executions", "wait", execution.arn, "--poll", "1")
+    assert f"{execution.name}: Succeeded" in waited
+
+
+def test_without_base_model_runs_the_else_branch(model_server, dataset: str, tmp_path: Path) -> None:
+    execution = _evaluator(model_server, dataset, str(tmp_path / "out")).evaluate()
+    execution.wait(poll=1)
+    steps = {s.name: s.status for s in execution.get_status().step_details}
+    assert steps == {"EvaluateModel": "Completed", "CheckEvaluateBaseModel": "Completed", "Report": "Completed"}
+    assert "comparison" not in execution.results()
+
+
+def _wait_for_step(execution: EvaluationPipelineExecution, name: str, status: str, timeout: float = 120) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if any(s.name == name and s.status == status for s in execution.steps()):
+            return
+        time.sleep(0.3)
+    raise AssertionError(f"{name} never reached {status}: {execution.get_status()}")
+
+
+def test_stop_mid_run_and_timeout(slow_model_server, dataset: str, tmp_path: Path) -> None:
+    execution = _evaluator(slow_model_server, dataset, str(tmp_path / "out")).evaluate()
+    _wait_for_step(execution, "EvaluateModel", "Executing")
+    with pytest.raises(TimeoutError, match=r"still Executing after 0\.5s"):
+        execution.wait(poll=0.2, timeout=0.5)
+    execution.stop()
+    assert execution.status in ("Stopping", "Stopped")
+    with pytest.raises(RuntimeError, match="Stopped"):
+        execution.wait(poll=0.5, timeout=60)
+    steps = {s.name: s.status for s in execution.get_status().step_details}
+    # The base-model condition does not wait for EvaluateModel, so it finished before the stop.
+    assert steps == {"EvaluateModel": "Stopped", "CheckEvaluateBaseModel": "Completed"}
+    assert execution.get_status().overall_status == "Stopped"
+    with pytest.raises(ClientError, match="only an executing one can be stopped"):
+        execution.stop()
+    # 12 questions at 2 s each, one at a time: stopped long before the model saw them all.
+    assert len(slow_model_server.requests) < N_QUESTIONS
+
+
+def _sleeper_definition() -> str:
+    """A one-step pipeline whose Processing step sleeps: cheap executions that stay Executing."""
+    definition = json.loads(definition_json("benchmark"))
+    step = definition["Steps"][0]
+    step["Arguments"]["AppSpecification"]["ContainerEntrypoint"] = ["python3", "-c", "import time; time.sleep(120)"]
+    step["Arguments"]["AppSpecification"]["ContainerArguments"] = []
+    step["Arguments"]["ProcessingResources"]["ClusterConfig"]["InstanceCount"] = 1
+    definition["Steps"] = [step]
+    for parameter in definition["Parameters"]:
+        if parameter["Name"] != "OutputPath":
+            parameter.setdefault("DefaultValue", "unused")
+    return json.dumps(definition)
+
+
+def test_start_creates_the_pipeline_and_at_most_ten_run_at_once(tmp_path: Path) -> None:
+    definition = _sleeper_definition()
+    role = "arn:aws:iam::000000000000:role/evalstack-local"
+    output = str(tmp_path / "out")
+    running = [
+        EvaluationPipelineExecution.start("benchmark", f"sleeper-{i}", definition, role, output) for i in range(10)
+    ]
+    try:
+        client = resolve_backend().client
+        described = client.describe_pipeline(PipelineName="evalstack-benchmark")
+        assert json.loads(described["PipelineDefinition"]) == json.loads(definition)
+        assert {e.status for e in running} == {"Executing"}
+        assert [e.name for e in running] == [f"sleeper-{i}" for i in range(10)]
+        with pytest.raises(ConcurrencyLimitError, match="at most 10 evaluations can run at once") as caught:
+            EvaluationPipelineExecution.start("benchmark", "one-too-many", definition, role, output)
+        assert "10 are running" in str(caught.value)
+        assert len(EvaluationPipelineExecution.get_all("benchmark")) == 10
+    finally:
+        for execution in running:
+            execution.stop()
+    for execution in running:
+        with pytest.raises(RuntimeError, match="Stopped"):
+            execution.wait(poll=0.5, timeout=60)
+    # Capacity is back: the same name and output start again (a new request, so a new execution).
+    again = EvaluationPipelineExecution.start("benchmark", "after-stop", definition, role, output)
+    again.stop()
+    assert again.arn not in {e.arn for e in running}
+    with pytest.raises(RuntimeError, match="Stopped"):
+        again.wait(poll=0.5, timeout=60)
+
+
+DATASET = EXAMPLES / "truthfulqa_answers.jsonl"
+
+
+def test_reference_thread_pool_example_runs_as_written(tmp_path: Path) -> None:
+    """The reference's multi-benchmark example, with four custom-scorer runs started from four threads."""
+    rows = [json.loads(line) for line in DATASET.read_text(encoding="utf-8").splitlines()]
+    expected = sacrebleu.corpus_bleu([r["response"] for r in rows], [[r["reference"] for r in rows]]).score
+    runs = ["alpha", "beta", "gamma", "delta"]
+
+    def run_benchmark(run_name):
+        evaluator = CustomScorerEvaluator(
+            evaluator="bleu",
+            dataset=str(DATASET),
+            model="listed-answers",
+            base_eval_name=run_name,
+            s3_output_path=f"s3://bucket/results/{run_name.lower()}",
+        )
+        execution = evaluator.evaluate()
+        execution.wait(poll=2)
+        return {
+            "benchmark": run_name,
+            "status": execution.status,
+            "results_path": execution.s3_output_path,
+            "bleu": execution.results()["metrics"]["bleu"],
+        }
+
+    results = []
+    with ThreadPoolExecutor(max_workers=4) as executor:
+        futures = [executor.submit(run_benchmark, name) for name in runs]
+        for future in as_completed(futures):
+            results.append(future.result())
+    assert sorted(r["benchmark"] for r in results) == sorted(runs)
+    assert {r["status"] for r in results} == {"Succeeded"}
+    assert all(r["results_path"].startswith(f"s3://bucket/results/{r['benchmark']}/") for r in results)
+    assert [r["bleu"] for r in results] == [pytest.approx(expected)] * 4
+    assert len(EvaluationPipelineExecution.get_all("custom_scorer")) == 4
