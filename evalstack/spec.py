@@ -90,9 +90,10 @@ class EvaluationSpec:
             raise SpecError(f"eval_type: must be one of {list(EVAL_TYPES)}, got {self.eval_type!r}")
         if not isinstance(self.model, str) or not self.model.strip():
             raise SpecError("model: a model reference is required")
-        if self.evaluate_base_model and not self.base_model and not self.model_package_group:
+        if self.evaluate_base_model and not self.base_model and ":model-package/" not in self.model:
             raise SpecError(
-                "base_model: evaluate_base_model=True needs a base model or a model package to take it from"
+                "base_model: evaluate_base_model=True needs a base model, or a model package ARN as the model "
+                "whose metadata names one (evalstack:base_model)"
             )
         try:
             Hyperparameters.for_kind(self.eval_type, self.hyperparameters)

@@ -64,6 +64,14 @@ def local_path(uri: str) -> Path:
     return Path(uri)
 
 
+def absolute(uri: str) -> str:
+    """``uri`` with a relative local path made absolute, so pipeline steps (other processes, other
+    working directories) find the same file; s3:// and file:// URIs are returned as they are."""
+    if is_s3(uri) or uri.startswith("file://"):
+        return uri
+    return str(Path(uri).expanduser().resolve())
+
+
 def _s3_client() -> Any:
     import boto3
 

@@ -8,7 +8,8 @@ import subprocess
 import sys
 from pathlib import Path
 
-from tests.conftest import EXAMPLES
+from evalstack.engine.run import read_progress
+from tests.conftest import EXAMPLES, REPO_ROOT
 
 
 def evalstack(*args: str) -> subprocess.CompletedProcess[str]:
@@ -17,6 +18,7 @@ def evalstack(*args: str) -> subprocess.CompletedProcess[str]:
         capture_output=True,
         text=True,
         env=os.environ.copy(),
+        cwd=REPO_ROOT,
         check=False,
         timeout=300,
     )
@@ -59,9 +61,10 @@ def test_unknown_names_exit_2_with_the_valid_ones() -> None:
 
 
 def test_runs_a_custom_scorer_evaluation(tmp_path: Path) -> None:
+    # A relative dataset path, as a user types it: the pipeline's step processes must still find it.
     out = evalstack(
         "evaluate", "custom-scorer",
-        "--dataset", str(EXAMPLES / "truthfulqa_answers.jsonl"),
+        "--dataset", "examples/truthfulqa_answers.jsonl",
         "--metric", "rouge", "--metric", "bleu",
         "--hp", "use_stemmer=true",
         "--model", "listed-answers",
@@ -73,6 +76,9 @@ def test_runs_a_custom_scorer_evaluation(tmp_path: Path) -> None:
     results = json.loads(Path(results_line.split(maxsplit=1)[1]).read_text())
     assert results["metrics"]["rouge1"] > 0
     assert f"| rouge1 | {results['metrics']['rouge1']:.4f} |" in out.stdout
+    # The progress bar counts the items every shard finished.
+    assert "40/40" in out.stderr
+    assert read_progress(str(Path(results_line.split(maxsplit=1)[1]).parent)) == (40, 40)
 
 
 def test_bad_hyperparameter_is_a_clear_error(tmp_path: Path) -> None:

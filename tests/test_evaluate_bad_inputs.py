@@ -40,7 +40,7 @@ ARGUMENT_CASES = [
     ({"model": "ftp://host/model"}, "invalid model reference"),
     ({"dataset": ""}, "dataset: a dataset URI or path is required"),
     ({"columns": {"answer": "response"}}, "columns: .*unexpected keyword argument 'answer'"),
-    ({"evaluate_base_model": True}, "base_model: evaluate_base_model=True needs a base model"),
+    ({"evaluate_base_model": True}, "base_model: evaluate_base_model=True needs a base model, or a model package ARN"),
     ({"evaluate_base_model": "yes"}, "evaluate_base_model: must be a bool"),
     ({"networking": {"subnets": ["s"]}}, "networking: expected an evalstack VpcConfig"),
 ]

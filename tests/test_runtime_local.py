@@ -267,3 +267,48 @@ def test_reference_thread_pool_example_runs_as_written(tmp_path: Path) -> None:
     assert all(r["results_path"].startswith(f"s3://bucket/results/{r['benchmark']}/") for r in results)
     assert [r["bleu"] for r in results] == [pytest.approx(expected)] * 4
     assert len(EvaluationPipelineExecution.get_all("custom_scorer")) == 4
+
+
+def test_base_model_is_taken_from_the_model_package(aws: str, model_server, dataset: str, tmp_path: Path) -> None:
+    import boto3
+
+    sm = boto3.client("sagemaker")
+    sm.create_model_package_group(ModelPackageGroupName="tqa-ft")
+    arn = sm.create_model_package(
+        ModelPackageGroupName="tqa-ft",
+        InferenceSpecification={
+            "Containers": [{"Image": "123456789012.dkr.ecr.us-east-1.amazonaws.com/llm:1"}],
+            "SupportedContentTypes": ["application/json"],
+            "SupportedResponseMIMETypes": ["application/json"],
+        },
+        CustomerMetadataProperties={
+            "evalstack:model_reference": f"openai:{model_server.base_url}?model=candidate",
+            "evalstack:base_model": f"openai:{model_server.base_url}?model=base",
+        },
+    )["ModelPackageArn"]
+    evaluator = CustomScorerEvaluator(
+        evaluator="accuracy", dataset=dataset, model=arn, evaluate_base_model=True, s3_output_path=str(tmp_path)
+    )
+    evaluator.hyperparameters.max_concurrency = 1
+    execution = evaluator.evaluate()
+    execution.wait(poll=1)
+    comparison = execution.results()["comparison"]
+    assert comparison["fine_tuned"]["accuracy"] == 1.0
+    assert comparison["base"]["accuracy"] == pytest.approx(BASE_CORRECT / N_QUESTIONS)
+    spec = json.loads(storage.read_text(f"{tmp_path}/{execution.name}/spec.json"))
+    assert spec["model"] == arn and spec["base_model"] == f"openai:{model_server.base_url}?model=base"
+
+
+def test_instance_count_shards_the_evaluation(model_server, dataset: str, tmp_path: Path) -> None:
+    outputs = []
+    for count in (1, 2):
+        execution = _evaluator(model_server, dataset, str(tmp_path / f"n{count}"), instance_count=count).evaluate()
+        execution.wait(poll=1)
+        shards = storage.list_uris(storage.join(execution.s3_output_path, "records", "candidate"))
+        assert [uri.rsplit("/", 1)[-1] for uri in shards] == [
+            f"shard-{i:05d}-of-{count:05d}.jsonl" for i in range(count)
+        ]
+        outputs.append(storage.read_bytes(storage.join(execution.s3_output_path, "samples.jsonl")))
+    assert outputs[0] == outputs[1]
+    with pytest.raises(ValueError, match="instance_count: must be a positive integer, got 0"):
+        _evaluator(model_server, dataset, str(tmp_path), instance_count=0)

@@ -53,7 +53,7 @@ def test_json_syntax_error_names_file_and_line() -> None:
         ({"hyperparameters": {"batch_size": 0}}, "hyperparameters: hyperparameter 'batch_size' must be >= 1"),
         ({"hyperparameters": {"beam": 2}}, "hyperparameters: Unknown hyperparameter 'beam'"),
         ({"colour": "red"}, r"unknown field\(s\) \['colour'\]"),
-        ({"evaluate_base_model": True}, "base_model: evaluate_base_model=True needs a base model"),
+        ({"evaluate_base_model": True}, "base_model: evaluate_base_model=True needs a base model, or a model"),
     ],
 )
 def test_field_errors(change: dict, message: str) -> None:

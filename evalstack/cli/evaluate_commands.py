@@ -4,9 +4,13 @@ from __future__ import annotations
 
 import argparse
 import json
+import sys
 from typing import Any
 
+from tqdm import tqdm
+
 from evalstack import storage
+from evalstack.engine.run import read_progress
 from evalstack.results.writer import EvaluationResult, render_table
 from evalstack.runtime.evaluators import BenchMarkEvaluator, CustomScorerEvaluator, LLMAsJudgeEvaluator
 from evalstack.runtime.execution import EvaluationPipelineExecution
@@ -47,8 +51,32 @@ def _apply_hyperparameters(evaluator: Any, args: argparse.Namespace) -> None:
         evaluator.hyperparameters.limit = args.limit
 
 
+class _ProgressBar:
+    """A bar over the items every shard has finished, read from the shards' progress files."""
+
+    def __init__(self) -> None:
+        self.bar: tqdm | None = None
+
+    def __call__(self, execution: EvaluationPipelineExecution) -> None:
+        done, total = read_progress(execution.s3_output_path)
+        if not total:
+            return
+        if self.bar is None:
+            self.bar = tqdm(total=total, desc=execution.name, unit="item", file=sys.stderr)
+        self.bar.total = max(self.bar.total, total)
+        self.bar.update(done - self.bar.n)
+
+    def close(self) -> None:
+        if self.bar is not None:
+            self.bar.close()
+
+
 def _finish(execution: EvaluationPipelineExecution) -> int:
-    execution.wait(poll=5)
+    bar = _ProgressBar()
+    try:
+        execution.wait(poll=5, progress=bar)
+    finally:
+        bar.close()
     results = execution.results()
     comparison = results.pop("comparison", None)
     print(render_table(EvaluationResult(**results), comparison))

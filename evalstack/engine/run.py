@@ -19,6 +19,7 @@ from evalstack.results.writer import EvaluationResult, dumps, render_report, wri
 from evalstack.spec import EvaluationSpec
 from evalstack.task import Aggregate, EvalTask
 
+PROGRESS_CHUNK = 256
 SHARD_NAME = re.compile(r"shard-(\d{5})-of-(\d{5})\.jsonl$")
 
 
@@ -59,10 +60,32 @@ def run_shard(
     task = task or build_task(spec, role)
     items = task.items()[shard_index::shard_count]
     model = _load_model(spec, role) if task.needs_model and items else None
-    records = task.run(items, model)
+    # Items run in chunks big enough to keep every connection busy; after each chunk the shard's
+    # progress file says how far it got, which `evalstack evaluate` shows as a progress bar.
+    chunk = max(PROGRESS_CHUNK, 8 * int(spec.hyperparameters.get("max_concurrency", 16)))
+    progress = progress_uri(output_uri, role, shard_index, shard_count)
+    records: list[dict[str, Any]] = []
+    for start in range(0, len(items), chunk):
+        records.extend(task.run(items[start : start + chunk], model))
+        storage.write_text(
+            progress, json.dumps({"done": len(records), "total": len(items)}), kms_key_id=spec.kms_key_id
+        )
     uri = shard_uri(output_uri, role, shard_index, shard_count)
     storage.write_text(uri, "".join(json.dumps(r, sort_keys=True) + "\n" for r in records), kms_key_id=spec.kms_key_id)
     return uri
+
+
+def progress_uri(output_uri: str, role: str, index: int, count: int) -> str:
+    return storage.join(output_uri, "progress", role, f"shard-{index:05d}-of-{count:05d}.json")
+
+
+def read_progress(output_uri: str) -> tuple[int, int]:
+    """Items done and items known, summed over every shard and role that has reported so far."""
+    done = total = 0
+    for uri in storage.list_uris(storage.join(output_uri, "progress")):
+        figures = json.loads(storage.read_text(uri))
+        done, total = done + figures["done"], total + figures["total"]
+    return done, total
 
 
 def read_records(output_uri: str, role: str) -> list[dict[str, Any]]:

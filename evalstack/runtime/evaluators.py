@@ -3,15 +3,18 @@ EvaluationSpec and hands it to :func:`evalstack.runtime.launch.start_evaluation`
 
 from __future__ import annotations
 
+import dataclasses
 from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
+from evalstack import storage
 from evalstack.catalog import BuiltInMetric, resolve_benchmark, resolve_builtin_metric
 from evalstack.catalog.benchmarks import BENCHMARKS, Benchmark
 from evalstack.catalog.hyperparameters import Hyperparameters
 from evalstack.judge.custom import validate_custom_metrics
 from evalstack.judge.task import judge_reference
+from evalstack.models.model_package import BASE_MODEL_KEY, resolve_model_package
 from evalstack.models.reference import parse_model_reference
 from evalstack.runtime.execution import EvaluationPipelineExecution
 from evalstack.runtime.launch import Attachment, start_evaluation
@@ -68,6 +71,8 @@ class _Evaluator:
         networking: VpcConfig | None = None,
         kms_key_id: str | None = None,
         model_package_group: Any = None,
+        instance_count: int | None = None,
+        instance_type: str | None = None,
     ) -> None:
         self.model = _name_of(model, "model")
         if not self.model:
@@ -81,7 +86,7 @@ class _Evaluator:
             raise ValueError("networking: expected an evalstack VpcConfig")
         self.evaluate_base_model = evaluate_base_model
         self.base_model = base_model
-        self.s3_output_path = s3_output_path
+        self.s3_output_path = storage.absolute(s3_output_path) if s3_output_path else None
         self.region = region
         self.sagemaker_session = sagemaker_session
         self.base_eval_name = base_eval_name or f"{self.eval_type.replace('_', '-')}-eval"
@@ -89,6 +94,13 @@ class _Evaluator:
         self.networking = networking
         self.kms_key_id = kms_key_id
         self.model_package_group = _name_of(model_package_group, "model_package_group")
+        if instance_count is not None and (
+            isinstance(instance_count, bool) or not isinstance(instance_count, int) or instance_count < 1
+        ):
+            raise ValueError(f"instance_count: must be a positive integer, got {instance_count!r}")
+        # evalstack extensions: shard the evaluation over this many Processing instances.
+        self.instance_count = instance_count
+        self.instance_type = instance_type
         self.hyperparameters = Hyperparameters.for_kind(self.eval_type)
 
     def _spec(self, **fields: Any) -> EvaluationSpec:
@@ -109,14 +121,31 @@ class _Evaluator:
         except SpecError as err:
             raise ValueError(str(err)) from err
 
+    def _base_model_from_package(self, spec: EvaluationSpec) -> EvaluationSpec:
+        """With evaluate_base_model and no base_model, the model package's metadata names the base."""
+        if not spec.evaluate_base_model or spec.base_model:
+            return spec
+        import boto3
+
+        client = boto3.client("sagemaker", region_name=self.region)
+        info = resolve_model_package(spec.model, client)
+        if not info.base_model:
+            raise ValueError(
+                f"base_model: model package {spec.model} has no {BASE_MODEL_KEY!r} in its CustomerMetadataProperties; "
+                "pass base_model= explicitly"
+            )
+        return dataclasses.replace(spec, base_model=info.base_model)
+
     def _start(self, spec: EvaluationSpec, attachments: Sequence[Attachment] = ()) -> EvaluationPipelineExecution:
         return start_evaluation(
-            spec,
+            self._base_model_from_package(spec),
             s3_output_path=self.s3_output_path,
             attachments=attachments,
             region=self.region,
             session=self.sagemaker_session,
             networking=self.networking,
+            instance_count=self.instance_count,
+            instance_type=self.instance_type,
         )
 
 
@@ -125,7 +154,7 @@ def _dataset(dataset: Any, columns: dict[str, str] | None) -> DatasetSpec:
     if isinstance(dataset, DatasetSpec):
         if columns:
             raise ValueError("columns: give the column mapping inside the DatasetSpec, not both")
-        return dataset
+        return dataclasses.replace(dataset, uri=storage.absolute(dataset.uri)) if dataset.uri else dataset
     uri = _name_of(dataset, "dataset")
     if not uri:
         raise ValueError("dataset: a dataset URI or path is required")
@@ -133,7 +162,7 @@ def _dataset(dataset: Any, columns: dict[str, str] | None) -> DatasetSpec:
         mapping = ColumnMapping(**(columns or {}))
     except TypeError as err:
         raise ValueError(f"columns: {err}; valid keys: prompt, response, reference, context") from err
-    return DatasetSpec(uri=uri, columns=mapping)
+    return DatasetSpec(uri=storage.absolute(uri), columns=mapping)
 
 
 class BenchMarkEvaluator(_Evaluator):

@@ -23,6 +23,8 @@ from evalstack.engine.tasks import build_task, model_reference
 from evalstack.models.reference import label_error, parse_model_reference
 from evalstack.pipeline.definition import (
     EVALUATE_BASE_MODEL,
+    INSTANCE_COUNT,
+    INSTANCE_TYPE,
     PROCESSING_IMAGE_URI,
     SPEC_URI,
     NetworkConfig,
@@ -99,6 +101,8 @@ def start_evaluation(
     session: Any = None,
     networking: Any = None,
     pipeline_name: str | None = None,
+    instance_count: int | None = None,
+    instance_type: str | None = None,
 ) -> EvaluationPipelineExecution:
     validate_inputs(spec)
     backend = resolve_backend(session, region)
@@ -106,7 +110,11 @@ def start_evaluation(
     name = execution_name(spec)
     prefix = storage.join(s3_output_path or backend.default_output_path(), name)
     spec_uri = _write_inputs(backend, spec, prefix, attachments)
-    parameters = {SPEC_URI: spec_uri, EVALUATE_BASE_MODEL: spec.evaluate_base_model}
+    parameters: dict[str, Any] = {SPEC_URI: spec_uri, EVALUATE_BASE_MODEL: spec.evaluate_base_model}
+    if instance_count is not None:
+        parameters[INSTANCE_COUNT] = instance_count
+    if instance_type is not None:
+        parameters[INSTANCE_TYPE] = instance_type
     if backend.is_local:
         return EvaluationPipelineExecution.start(
             spec.eval_type,
