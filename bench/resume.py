@@ -16,15 +16,13 @@ import signal
 import subprocess
 import sys
 import tempfile
-import threading
 import time
 from collections import Counter
 from pathlib import Path
-from typing import Any
 
 from evalstack.models import ResponseCache, cache_key, load_backend
-from tests.support.model_batch import prompts
-from tests.support.openai_server import Reply, serve
+from tests.support.model_batch import CountingCompletions, prompts
+from tests.support.openai_server import serve
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -35,15 +33,8 @@ def main() -> None:
     parser.add_argument("--concurrency", type=int, default=16)
     parser.add_argument("--latency", type=float, default=0.01)
     args = parser.parse_args()
-    lock = threading.Lock()
-    answered: Counter[str] = Counter()
-
-    def script(path: str, body: dict[str, Any]) -> Reply:
-        if "prompt" not in body:  # a request cut short by the kill: headers arrived, the body did not
-            return Reply(status=400)
-        with lock:
-            answered[body["prompt"]] += 1
-        return Reply({"choices": [{"index": 0, "text": "a" + body["prompt"][1:]}]}, delay=args.latency)
+    script = CountingCompletions(latency=args.latency)
+    answered = script.answered
 
     with tempfile.TemporaryDirectory() as tmp, serve(script) as server:
         reference = f"openai:{server.base_url}?model=bench"

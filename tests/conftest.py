@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import csv
+import json
 import os
 from pathlib import Path
 
@@ -10,6 +12,7 @@ import pytest
 REPO_ROOT = Path(__file__).resolve().parents[1]
 BENCHMARK_DATA = Path(os.environ.get("EVALSTACK_BENCHMARK_DATA", REPO_ROOT.parent / "shared" / "benchmarks"))
 EXAMPLES = REPO_ROOT / "examples"
+TRUTHFULQA_QUESTIONS = 12
 
 
 @pytest.fixture(autouse=True)
@@ -61,3 +64,22 @@ def aws(moto_endpoint: str, monkeypatch: pytest.MonkeyPatch) -> str:
     monkeypatch.setenv("AWS_ACCESS_KEY_ID", "testing")
     monkeypatch.setenv("AWS_SECRET_ACCESS_KEY", "testing")
     return moto_endpoint
+
+
+@pytest.fixture
+def questions(benchmark_data: Path) -> list[dict[str, str]]:
+    """The first TruthfulQA questions with their best answer and one listed wrong answer."""
+    with open(benchmark_data / "truthfulqa" / "TruthfulQA.csv", encoding="utf-8-sig", newline="") as handle:
+        rows = list(csv.DictReader(handle))[:TRUTHFULQA_QUESTIONS]
+    return [
+        {"prompt": r["Question"], "reference": r["Best Answer"], "wrong": r["Incorrect Answers"].split(";")[0].strip()}
+        for r in rows
+    ]
+
+
+@pytest.fixture
+def dataset(tmp_path: Path, questions: list[dict[str, str]]) -> str:
+    """Those questions as a prompts-only JSONL dataset: the model under test answers them."""
+    path = tmp_path / "truthfulqa.jsonl"
+    path.write_text("".join(json.dumps({"prompt": q["prompt"], "reference": q["reference"]}) + "\n" for q in questions))
+    return str(path)

@@ -17,7 +17,7 @@ import pytest
 
 from evalstack.models import GenerateRequest, ResponseCache, RetriesExhaustedError, RetryPolicy, cache_key, load_backend
 from evalstack.models.dispatch import AdaptiveConcurrency, parse_retry_after
-from tests.support.model_batch import prompts
+from tests.support.model_batch import CountingCompletions, prompts
 from tests.support.openai_server import Reply, serve
 
 REPO = Path(__file__).resolve().parents[1]
@@ -139,15 +139,8 @@ def _body_key(body: dict[str, Any]) -> str:
 
 def test_kill_9_midway_then_resume_repeats_no_finished_request(tmp_path: Path) -> None:
     count, concurrency = 120, 4
-    lock = threading.Lock()
-    answered: Counter[str] = Counter()
-
-    def script(path: str, body: dict[str, Any]) -> Reply:
-        if "prompt" not in body:  # a request cut short by the kill: headers arrived, the body did not
-            return Reply(status=400)
-        with lock:
-            answered[body["prompt"]] += 1
-        return Reply({"choices": [{"index": 0, "text": "a" + body["prompt"][1:]}]}, delay=0.01)
+    script = CountingCompletions(latency=0.01)
+    answered = script.answered
 
     cache_path = tmp_path / "cache.sqlite"
     with serve(script) as server:

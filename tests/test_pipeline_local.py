@@ -3,7 +3,6 @@ a loopback OpenAI-compatible model server and TruthfulQA questions from shared/b
 
 from __future__ import annotations
 
-import csv
 import json
 import os
 import signal
@@ -19,30 +18,14 @@ from evalstack.pipeline.definition import QualityGate, definition_json
 from evalstack.pipeline.local import LocalSageMakerClient
 from evalstack.pipeline.local.client import MAX_CONCURRENT_EXECUTIONS
 from evalstack.spec import DatasetSpec, EvaluationSpec
+from tests.conftest import TRUTHFULQA_QUESTIONS
 from tests.support.openai_server import Reply, chat_body, prompt_of, serve
 
-N_QUESTIONS = 12
+N_QUESTIONS = TRUTHFULQA_QUESTIONS
 BASE_CORRECT = 4  # the scripted base model answers the first 4 questions right, the rest wrong
 ROLE_ARN = "arn:aws:iam::000000000000:role/evalstack-local"
 OUTPUT = "s3://evalstack-test/evaluations"
 TERMINAL = ("Succeeded", "Failed", "Stopped")
-
-
-@pytest.fixture
-def questions(benchmark_data: Path) -> list[dict[str, str]]:
-    with open(benchmark_data / "truthfulqa" / "TruthfulQA.csv", encoding="utf-8-sig", newline="") as handle:
-        rows = list(csv.DictReader(handle))[:N_QUESTIONS]
-    return [
-        {"prompt": r["Question"], "reference": r["Best Answer"], "wrong": r["Incorrect Answers"].split(";")[0].strip()}
-        for r in rows
-    ]
-
-
-@pytest.fixture
-def dataset(tmp_path: Path, questions: list[dict[str, str]]) -> str:
-    path = tmp_path / "truthfulqa.jsonl"
-    path.write_text("".join(json.dumps({"prompt": q["prompt"], "reference": q["reference"]}) + "\n" for q in questions))
-    return str(path)
 
 
 def _script(questions: list[dict[str, str]], candidate_delay: float, base_delay: float):

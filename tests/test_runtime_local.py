@@ -4,7 +4,6 @@ questions from shared/benchmarks."""
 
 from __future__ import annotations
 
-import csv
 import json
 import subprocess
 import sys
@@ -23,28 +22,11 @@ from evalstack.evaluate import CustomScorerEvaluator, EvaluationPipelineExecutio
 from evalstack.pipeline.definition import definition_json
 from evalstack.runtime.backend import resolve_backend
 from evalstack.runtime.execution import ConcurrencyLimitError
-from tests.conftest import EXAMPLES, REPO_ROOT
+from tests.conftest import EXAMPLES, REPO_ROOT, TRUTHFULQA_QUESTIONS
 from tests.support.openai_server import Reply, chat_body, prompt_of, serve
 
-N_QUESTIONS = 12
+N_QUESTIONS = TRUTHFULQA_QUESTIONS
 BASE_CORRECT = 4
-
-
-@pytest.fixture
-def questions(benchmark_data: Path) -> list[dict[str, str]]:
-    with open(benchmark_data / "truthfulqa" / "TruthfulQA.csv", encoding="utf-8-sig", newline="") as handle:
-        rows = list(csv.DictReader(handle))[:N_QUESTIONS]
-    return [
-        {"prompt": r["Question"], "reference": r["Best Answer"], "wrong": r["Incorrect Answers"].split(";")[0].strip()}
-        for r in rows
-    ]
-
-
-@pytest.fixture
-def dataset(tmp_path: Path, questions: list[dict[str, str]]) -> str:
-    path = tmp_path / "truthfulqa.jsonl"
-    path.write_text("".join(json.dumps({"prompt": q["prompt"], "reference": q["reference"]}) + "\n" for q in questions))
-    return str(path)
 
 
 def _server(questions: list[dict[str, str]], delay: float) -> Iterator:

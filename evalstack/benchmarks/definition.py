@@ -169,6 +169,20 @@ def read_lines(source: FileSource, relpath: str) -> list[str]:
     return [line.strip() for line in source.read_text(relpath).splitlines() if line.strip()]
 
 
+def read_labelled_jsonl(
+    source: FileSource, relpath: str, labels_path: str
+) -> list[tuple[int, str, dict[str, Any], str]]:
+    """JSONL rows paired with the labels of a separate .lst file, as PIQA and WinoGrande ship them:
+    (line number, where the row came from, row, label)."""
+    rows, labels = read_jsonl(source, relpath), read_lines(source, labels_path)
+    if len(rows) != len(labels):
+        raise ValueError(f"{source.uri(labels_path)}: {len(labels)} labels for {len(rows)} rows in {relpath}")
+    return [
+        (lineno, f"{source.uri(relpath)}: line {lineno}", row, label)
+        for lineno, (row, label) in enumerate(zip(rows, labels, strict=True), start=1)
+    ]
+
+
 def field(row: dict[str, Any], name: str, where: str) -> Any:
     """row[name], or a ValueError naming the field and where the row came from."""
     if name not in row:

@@ -9,13 +9,34 @@ from __future__ import annotations
 
 import json
 import sys
+import threading
+from collections import Counter
+from typing import Any
 
 from evalstack.models import GenerateRequest, ResponseCache, RetryPolicy, load_backend
 from evalstack.storage import write_text
+from tests.support.openai_server import Reply
 
 
 def prompts(count: int) -> list[GenerateRequest]:
     return [GenerateRequest(prompt=f"q{i}", max_tokens=8) for i in range(count)]
+
+
+class CountingCompletions:
+    """A completions script for the batch above: answers ``qN`` with ``aN`` after ``latency`` seconds and
+    counts the answers per prompt, so a resumed run shows which finished requests it sent again."""
+
+    def __init__(self, latency: float) -> None:
+        self.latency = latency
+        self.answered: Counter[str] = Counter()
+        self._lock = threading.Lock()
+
+    def __call__(self, path: str, body: dict[str, Any]) -> Reply:
+        if "prompt" not in body:  # a request cut short by the kill: headers arrived, the body did not
+            return Reply(status=400)
+        with self._lock:
+            self.answered[body["prompt"]] += 1
+        return Reply({"choices": [{"index": 0, "text": "a" + body["prompt"][1:]}]}, delay=self.latency)
 
 
 def main(argv: list[str]) -> None:

@@ -7,7 +7,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from evalstack.benchmarks.definition import Doc, MultipleChoice, field, read_jsonl, read_lines
+from evalstack.benchmarks.definition import Doc, MultipleChoice, field, read_labelled_jsonl
 from evalstack.benchmarks.hf import hf_table
 from evalstack.benchmarks.source import FileSource, HfDataset
 from evalstack.catalog.benchmarks import Benchmark
@@ -23,12 +23,8 @@ class Piqa(MultipleChoice):
 
     def read_files(self, source: FileSource, subtask: str | None) -> list[tuple[str, Doc]]:
         relpath, labels_path = "piqa/valid.jsonl", "piqa/valid-labels.lst"
-        rows, labels = read_jsonl(source, relpath), read_lines(source, labels_path)
-        if len(rows) != len(labels):
-            raise ValueError(f"{source.uri(labels_path)}: {len(labels)} labels for {len(rows)} rows in {relpath}")
         out = []
-        for lineno, (row, label) in enumerate(zip(rows, labels, strict=True), start=1):
-            where = f"{source.uri(relpath)}: line {lineno}"
+        for lineno, where, row, label in read_labelled_jsonl(source, relpath, labels_path):
             if label not in ("0", "1"):
                 raise ValueError(f"{source.uri(labels_path)}: line {lineno}: label must be 0 or 1, got {label!r}")
             sols = [field(row, "sol1", where), field(row, "sol2", where)]

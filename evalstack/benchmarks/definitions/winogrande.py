@@ -12,7 +12,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from evalstack.benchmarks.definition import Doc, MultipleChoice, field, read_jsonl, read_lines
+from evalstack.benchmarks.definition import Doc, MultipleChoice, field, read_labelled_jsonl
 from evalstack.benchmarks.hf import hf_table
 from evalstack.benchmarks.source import FileSource, HfDataset
 from evalstack.catalog.benchmarks import Benchmark
@@ -38,12 +38,8 @@ class WinoGrande(MultipleChoice):
 
     def read_files(self, source: FileSource, subtask: str | None) -> list[tuple[str, Doc]]:
         relpath, labels_path = "winogrande/dev.jsonl", "winogrande/dev-labels.lst"
-        rows, labels = read_jsonl(source, relpath), read_lines(source, labels_path)
-        if len(rows) != len(labels):
-            raise ValueError(f"{source.uri(labels_path)}: {len(labels)} labels for {len(rows)} rows in {relpath}")
         out = []
-        for lineno, (row, label) in enumerate(zip(rows, labels, strict=True), start=1):
-            where = f"{source.uri(relpath)}: line {lineno}"
+        for _, where, row, label in read_labelled_jsonl(source, relpath, labels_path):
             if str(row.get("answer", label)) != label:
                 raise ValueError(f"{where}: answer {row.get('answer')!r} disagrees with {labels_path} ({label!r})")
             options = [field(row, "option1", where), field(row, "option2", where)]
