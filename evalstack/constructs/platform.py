@@ -16,6 +16,7 @@ from aws_cdk import aws_s3 as s3
 from aws_cdk import aws_ssm as ssm
 from constructs import Construct
 
+from evalstack.catalog.discovery import parameter_name  # the names the runtime client reads
 from evalstack.constructs.approval import ApprovalThresholds, ModelApprovalGate
 from evalstack.constructs.bucket import EvaluationBucket
 from evalstack.constructs.continuous import DEFAULT_SCHEDULE, ContinuousEvaluation
@@ -24,7 +25,6 @@ from evalstack.constructs.network import EvaluationNetwork
 from evalstack.constructs.pipeline import EvaluationPipeline, ecr_repositories, repository_image
 from evalstack.constructs.role import EvaluationRole
 from evalstack.pipeline.definition import QualityGate
-from evalstack.runtime.backend import parameter_name  # the names the runtime client reads
 from evalstack.spec import EVAL_TYPES
 
 

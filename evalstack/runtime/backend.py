@@ -27,22 +27,18 @@ from typing import Any
 from botocore.exceptions import BotoCoreError, ClientError
 
 from evalstack import storage
+from evalstack.catalog.discovery import parameter_name
 from evalstack.spec import EVAL_TYPES
 
 BACKEND_ENV = "EVALSTACK_BACKEND"
 STAGE_ENV = "EVALSTACK_STAGE"
 DEFAULT_STAGE = "dev"
-PARAMETER_ROOT = "/evalstack"  # matches evalstack.constructs.platform.parameter_name
 LOCAL_ROLE_ARN = "arn:aws:iam::000000000000:role/evalstack-local"
 LOCAL_IMAGE_URI = "local"  # the local runner runs steps with this interpreter; the image is a label
 
 
 def pipeline_env_var(eval_type: str) -> str:
     return f"EVALSTACK_PIPELINE_{eval_type.upper()}"
-
-
-def parameter_name(stage: str, *parts: str) -> str:
-    return "/".join([PARAMETER_ROOT, stage, *parts])
 
 
 def check_eval_type(eval_type: str) -> str:

@@ -1,0 +1,80 @@
+"""The layering rules of the design, checked on the import statements of every module.
+
+Lower layers never import higher ones; the Lambda handlers need only the standard library and
+boto3; the runtime client never imports the CDK.
+"""
+
+from __future__ import annotations
+
+import ast
+import sys
+from pathlib import Path
+
+import pytest
+
+PACKAGE = Path(__file__).resolve().parents[1] / "evalstack"
+
+FOUNDATION = {"catalog", "storage", "spec", "task"}
+LOWER = FOUNDATION | {"data", "models", "metrics"}
+TASKS = LOWER | {"benchmarks", "judge"}
+ENGINE = TASKS | {"engine", "results"}
+ALLOWED: dict[str, set[str]] = {
+    "catalog": set(),
+    "storage": set(),
+    "spec": {"catalog"},
+    "task": {"models"},
+    "data": FOUNDATION,
+    "models": {"catalog", "storage"},
+    "metrics": {"catalog"},
+    "benchmarks": LOWER,
+    "judge": LOWER,
+    "engine": ENGINE,
+    "results": ENGINE,
+    "pipeline": ENGINE | {"pipeline"},
+    "runtime": ENGINE | {"pipeline", "runtime"},
+    "evaluate": {"catalog", "spec", "runtime"},
+    # constructs embed the pipeline definition and start the lambdas with the event shape they read
+    "constructs": {"catalog", "spec", "pipeline", "lambdas", "constructs"},
+    "lambdas": {"lambdas"},
+}
+
+
+def _imports(path: Path) -> set[str]:
+    names: set[str] = set()
+    for node in ast.walk(ast.parse(path.read_text(encoding="utf-8"))):
+        if isinstance(node, ast.ImportFrom) and node.module and node.level == 0:
+            names.add(node.module)
+        elif isinstance(node, ast.Import):
+            names.update(alias.name for alias in node.names)
+    return names
+
+
+def _layer(path: Path) -> str:
+    return path.relative_to(PACKAGE).with_suffix("").parts[0]
+
+
+MODULES = sorted(p for p in PACKAGE.rglob("*.py") if _layer(p) in ALLOWED)
+
+
+@pytest.mark.parametrize("path", MODULES, ids=[str(p.relative_to(PACKAGE)) for p in MODULES])
+def test_layer_imports_only_what_it_may(path: Path) -> None:
+    layer = _layer(path)
+    ours = {name.split(".")[1] for name in _imports(path) if name.startswith("evalstack.")}
+    assert ours - ALLOWED[layer] - {layer} == set(), f"{layer} may import only {sorted(ALLOWED[layer])}"
+
+
+def test_lambdas_need_only_the_standard_library_and_boto3() -> None:
+    for path in (PACKAGE / "lambdas").rglob("*.py"):
+        third_party = {
+            name.split(".")[0]
+            for name in _imports(path)
+            if name.split(".")[0] not in sys.stdlib_module_names and not name.startswith("evalstack.lambdas")
+        }
+        assert third_party <= {"boto3", "botocore"}, f"{path.name} imports {sorted(third_party)}"
+
+
+def test_runtime_and_engine_never_import_the_cdk() -> None:
+    for layer in ("runtime", "engine", "pipeline", "models", "data", "metrics"):
+        for path in (PACKAGE / layer).rglob("*.py"):
+            roots = {name.split(".")[0] for name in _imports(path)}
+            assert not roots & {"aws_cdk", "constructs", "cdk_nag"}, f"{path} imports the CDK"
