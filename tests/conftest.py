@@ -83,3 +83,33 @@ def dataset(tmp_path: Path, questions: list[dict[str, str]]) -> str:
     path = tmp_path / "truthfulqa.jsonl"
     path.write_text("".join(json.dumps({"prompt": q["prompt"], "reference": q["reference"]}) + "\n" for q in questions))
     return str(path)
+
+
+BASE_CORRECT = 4  # the scripted base model answers the first 4 questions right, the rest wrong
+
+
+def scripted_answers(questions: list[dict[str, str]], candidate_delay: float = 0.0, base_delay: float = 0.0):
+    """A chat script for ``questions``: model "candidate" gives every best answer; any other model
+    (the base) is right on the first BASE_CORRECT questions and gives a listed wrong answer after."""
+    from tests.support.openai_server import Reply, chat_body, prompt_of
+
+    by_prompt = {q["prompt"]: i for i, q in enumerate(questions)}
+
+    def answer(path: str, body: dict) -> Reply:
+        prompt = prompt_of(path, body)
+        index = next(i for p, i in by_prompt.items() if p in prompt)
+        candidate = body["model"] == "candidate"
+        q = questions[index]
+        text = q["reference"] if candidate or index < BASE_CORRECT else q["wrong"]
+        return Reply(chat_body(text), delay=candidate_delay if candidate else base_delay)
+
+    return answer
+
+
+@pytest.fixture
+def model_server(questions: list[dict[str, str]]):
+    """A loopback OpenAI-compatible server answering ``questions`` by :func:`scripted_answers`."""
+    from tests.support.openai_server import serve
+
+    with serve(scripted_answers(questions)) as server:
+        yield server

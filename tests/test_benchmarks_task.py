@@ -116,13 +116,11 @@ def test_s3_copy_gives_the_same_items_and_hash(benchmark_data: Path, aws: str, m
 
 def test_hf_source_refuses_an_unpinned_dataset(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("EVALSTACK_BENCHMARK_DATA", "hf")
-    with pytest.raises(
-        ValueError, match=r"no pinned revision for HF dataset 'openai/gsm8k'.*EVALSTACK_HF_REVISION_GSM8K"
-    ):
-        BenchmarkTask(benchmark_spec("GSM8K")).items()
-    monkeypatch.setenv("EVALSTACK_HF_REVISION_GSM8K", "main")
-    with pytest.raises(ValueError, match="EVALSTACK_HF_REVISION_GSM8K: 'main' is not a 40-hex commit sha"):
-        BenchmarkTask(benchmark_spec("GSM8K")).items()
+    with pytest.raises(ValueError, match=r"no pinned revision for HF dataset 'ehovy/race'.*EVALSTACK_HF_REVISION_RACE"):
+        BenchmarkTask(benchmark_spec("RACE")).items()
+    monkeypatch.setenv("EVALSTACK_HF_REVISION_RACE", "main")
+    with pytest.raises(ValueError, match="EVALSTACK_HF_REVISION_RACE: 'main' is not a 40-hex commit sha"):
+        BenchmarkTask(benchmark_spec("RACE")).items()
 
 
 def test_bad_csv_row_names_file_and_line(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:

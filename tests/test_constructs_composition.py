@@ -41,6 +41,7 @@ def byo_template() -> Template:
     )
     ci = iam.Role(stack, "CiRole", assumed_by=iam.AccountRootPrincipal())
     pipeline.grant_start_execution(ci)
+    pipeline.grant_stop_execution(ci)
     role.grant_pass_role(ci)
     return Template.from_stack(stack)
 
@@ -150,3 +151,50 @@ def test_repository_image_needs_a_dockerfile(tmp_path: Path) -> None:
 def test_bad_context_is_named(context: dict, message: str) -> None:
     with pytest.raises(ValueError, match=message):
         platform_props(cdk.App(context=context))
+
+
+def _policy_statements(template: Template) -> list[dict]:
+    return [
+        s
+        for p in template.find_resources("AWS::IAM::Policy").values()
+        for s in p["Properties"]["PolicyDocument"]["Statement"]
+    ]
+
+
+def test_grant_stop_execution_is_scoped_to_the_pipelines_executions(byo_template: Template) -> None:
+    stops = [s for s in _policy_statements(byo_template) if s["Action"] == "sagemaker:StopPipelineExecution"]
+    assert len(stops) == 1
+    assert "pipeline/team-eval/execution/*" in str(stops[0]["Resource"])
+
+
+def test_platform_grants_a_ci_role_exactly_what_it_needs() -> None:
+    from evalstack.constructs import ApprovalThresholds, ContinuousEvaluationSettings, EvaluationPlatform
+
+    app = cdk.App()
+    stack = cdk.Stack(app, "CiStack", env=cdk.Environment(account="123456789012", region="us-east-1"))
+    continuous = ContinuousEvaluationSettings(
+        model_package_group="team-llms",
+        evaluation={"eval_type": "benchmark", "benchmark": "MMLU"},
+        thresholds=ApprovalThresholds(metric="acc", min_score=0.5),
+    )
+    platform = EvaluationPlatform(
+        stack, "Platform", eval_types=["benchmark"], use_vpc=False, image_uri=IMAGE, continuous=continuous
+    )
+    ci = iam.Role(stack, "CiRole", assumed_by=iam.AccountRootPrincipal())
+    platform.grant_start_executions(ci)
+    platform.approval_gate.grant_subscribe(ci)
+    statements = [
+        s
+        for p in Template.from_stack(stack).find_resources("AWS::IAM::Policy").values()
+        if "CiRole" in str(p["Properties"]["Roles"])
+        for s in p["Properties"]["PolicyDocument"]["Statement"]
+    ]
+    actions = {a for s in statements for a in ([s["Action"]] if isinstance(s["Action"], str) else s["Action"])}
+    assert {
+        "sagemaker:StartPipelineExecution",
+        "sagemaker:DescribePipelineExecution",
+        "iam:PassRole",
+        "ssm:GetParameter",
+        "sns:Subscribe",
+    } <= actions
+    assert not any(a == "*" or a.endswith(":*") for a in actions)

@@ -53,3 +53,10 @@ def test_bad_arguments_raise_value_error(override: dict, message: str, tmp_path:
     with pytest.raises(ValueError, match=message):
         CustomScorerEvaluator(**kwargs).evaluate()
     assert not (tmp_path / "o").exists()
+
+
+def test_output_path_too_long_for_a_pipeline_parameter(tmp_path: Path) -> None:
+    out = tmp_path.joinpath(*["o" * 100] * 11)
+    with pytest.raises(ValueError, match=r"^SpecUri: \d+ characters; SageMaker pipeline parameters hold at most 1024"):
+        CustomScorerEvaluator(evaluator="rouge", dataset=str(EXAMPLE), model="m", s3_output_path=str(out)).evaluate()
+    assert not tmp_path.joinpath("o" * 100).exists()

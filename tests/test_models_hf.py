@@ -5,12 +5,11 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
+import tokenizers
+import torch
+import transformers
 
-torch = pytest.importorskip("torch")
-transformers = pytest.importorskip("transformers")
-tokenizers = pytest.importorskip("tokenizers")
-
-from evalstack.models import GenerateRequest, Loglikelihood, LoglikelihoodRequest, load_backend  # noqa: E402
+from evalstack.models import GenerateRequest, Loglikelihood, LoglikelihoodRequest, load_backend
 
 WORDS = ["<eos>", "<unk>", "the", "cat", "sat", "on", "mat", "dog", "ran", "a", "red", "blue"]
 

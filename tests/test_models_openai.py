@@ -140,32 +140,86 @@ def test_echo_loglikelihood_sums_exactly_the_continuation_tokens() -> None:
     ]
 
 
-def test_prompt_logprobs_loglikelihood() -> None:
-    # vLLM's prompt_logprobs: [None, {token_id: {logprob, rank, decoded_token}}, ...]
-    entries = [
-        None,
-        {
-            "25": {"logprob": -1.5, "rank": 3, "decoded_token": ":"},
-            "11": {"logprob": -0.2, "rank": 1, "decoded_token": ","},
-        },
-        {"4171": {"logprob": -0.5, "rank": 1, "decoded_token": " Paris"}},
-        {
-            "13": {"logprob": -2.0, "rank": 2, "decoded_token": "."},
-            "0": {"logprob": -0.1, "rank": 1, "decoded_token": "!"},
-        },
-    ]
+# A non-streamed vLLM completion choice with prompt_logprobs=1 and return_token_ids=true, shaped as
+# vLLM serialises CompletionResponseChoice (vllm/entrypoints/openai/completion/protocol.py): per prompt
+# position null (first token) or {token id as string: {logprob, rank, decoded_token}}, the actual
+# prompt token inserted first with its true vocabulary rank, then the top-1 token with rank 1
+# (vllm/logprobs.py append_logprobs_for_next_position); a prompt token that is itself the top-1 token
+# appears once. Prompt "A: Paris." = ids A=32, ":"=25, " Paris"=12366, "."=13.
+VLLM_PROMPT_TOKEN_IDS = [32, 25, 12366, 13]
+VLLM_PROMPT_LOGPROBS = [
+    None,
+    {
+        "25": {"logprob": -1.5, "rank": 3, "decoded_token": ":"},
+        "11": {"logprob": -0.2, "rank": 1, "decoded_token": ","},
+    },
+    {"12366": {"logprob": -0.5, "rank": 1, "decoded_token": " Paris"}},
+    {
+        "13": {"logprob": -2.0, "rank": 2, "decoded_token": "."},
+        "0": {"logprob": -0.1, "rank": 1, "decoded_token": "!"},
+    },
+]
 
+
+def _vllm_choice(with_token_ids: bool) -> dict[str, Any]:
+    choice = {
+        "index": 0,
+        "text": " The",
+        "logprobs": None,
+        "finish_reason": "length",
+        "stop_reason": None,
+        "token_ids": [578] if with_token_ids else None,
+        "prompt_logprobs": VLLM_PROMPT_LOGPROBS,
+        "prompt_token_ids": VLLM_PROMPT_TOKEN_IDS if with_token_ids else None,
+    }
+    return choice
+
+
+@pytest.mark.parametrize("with_token_ids", [True, False], ids=["prompt_token_ids", "older-vllm-first-key"])
+def test_prompt_logprobs_loglikelihood_on_the_vllm_wire_shape(with_token_ids: bool) -> None:
     def script(path: str, body: dict[str, Any]) -> Reply:
-        assert (body["prompt_logprobs"], body["max_tokens"], body["prompt"]) == (1, 1, "A: Paris.")
-        reply = completion_body("x")
-        reply["choices"][0]["prompt_logprobs"] = entries
+        assert path == "/v1/completions"
+        assert (body["prompt_logprobs"], body["return_token_ids"], body["max_tokens"], body["prompt"]) == (
+            1,
+            True,
+            1,
+            "A: Paris.",
+        )
+        reply = completion_body(" The")
+        reply["choices"] = [_vllm_choice(with_token_ids)]
         return Reply(reply)
 
     with serve(script) as server:
         backend = load_backend(f"openai:{server.base_url}?model=m&logprobs=prompt_logprobs")
-        scores = backend.loglikelihood([LoglikelihoodRequest("A:", " Paris."), LoglikelihoodRequest("A: Paris", ".")])
-    assert scores == [Loglikelihood(-2.5, False, 2), Loglikelihood(-2.0, False, 1)]
-    assert backend.stats().extra["deduplicated"] == 1
+        scores = backend.loglikelihood(
+            [
+                LoglikelihoodRequest("A:", " Paris."),
+                LoglikelihoodRequest("A: Paris", "."),
+                LoglikelihoodRequest("A", ": Paris."),
+            ]
+        )
+    # " Paris." = " Paris" (-0.5, greedy) + "." (-2.0, rank 2); ": Paris." adds ":" (-1.5, rank 3).
+    assert scores == [Loglikelihood(-2.5, False, 2), Loglikelihood(-2.0, False, 1), Loglikelihood(-4.0, False, 3)]
+    assert backend.stats().extra["deduplicated"] == 2
+
+
+def test_prompt_logprobs_reads_the_entry_named_by_prompt_token_ids() -> None:
+    from evalstack.models.openai_http import prompt_logprobs_loglikelihood
+
+    # Only the ids tell the actual token when it is not the first key; its rank may exceed the top-k's.
+    entries = [
+        None,
+        {
+            "7": {"logprob": -0.1, "rank": 1, "decoded_token": " no"},
+            "9": {"logprob": -3.0, "rank": 4, "decoded_token": " yes"},
+        },
+    ]
+    assert prompt_logprobs_loglikelihood(entries, " yes", [5, 9]) == Loglikelihood(-3.0, False, 1)
+    assert prompt_logprobs_loglikelihood(entries, " no", [5, 7]) == Loglikelihood(-0.1, True, 1)
+    with pytest.raises(ValueError, match="lacks the prompt token id 8"):
+        prompt_logprobs_loglikelihood(entries, " yes", [5, 8])
+    with pytest.raises(ValueError, match="1 ids for 2 prompt_logprobs entries"):
+        prompt_logprobs_loglikelihood(entries, " yes", [9])
 
 
 def test_logprobs_none_means_no_loglikelihood() -> None:

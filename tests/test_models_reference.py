@@ -143,3 +143,18 @@ def test_api_key_from_secrets_manager(moto_endpoint: str, monkeypatch: pytest.Mo
     assert resolve_api_key(parse_model_reference(base + "json-key"), client) == "sk-json"
     with pytest.raises(ValueError, match="without an 'api_key' field"):
         resolve_api_key(parse_model_reference(base + "json-other"), client)
+
+
+@pytest.mark.parametrize(
+    "reference",
+    [
+        "openai:http://h/v1?model=x&auth=sk-live-123",
+        "openai:http://h/v1?model=x&Authorization=Bearer%20sk-live-123",
+        "openai:http://h/v1?model=x&bearer=sk-live-123",
+        "openai:http://h/v1?model=x&api_key_env=sk-live-123",
+    ],
+)
+def test_no_secret_reaches_an_error_message(reference: str) -> None:
+    with pytest.raises(ValueError) as caught:
+        parse_model_reference(reference)
+    assert "sk-live-123" not in str(caught.value)

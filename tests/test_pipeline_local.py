@@ -18,39 +18,18 @@ from evalstack.pipeline.definition import QualityGate, definition_json
 from evalstack.pipeline.local import LocalSageMakerClient
 from evalstack.pipeline.local.client import MAX_CONCURRENT_EXECUTIONS
 from evalstack.spec import DatasetSpec, EvaluationSpec
-from tests.conftest import TRUTHFULQA_QUESTIONS
-from tests.support.openai_server import Reply, chat_body, prompt_of, serve
+from tests.conftest import BASE_CORRECT, TRUTHFULQA_QUESTIONS, scripted_answers
+from tests.support.openai_server import serve
 
 N_QUESTIONS = TRUTHFULQA_QUESTIONS
-BASE_CORRECT = 4  # the scripted base model answers the first 4 questions right, the rest wrong
 ROLE_ARN = "arn:aws:iam::000000000000:role/evalstack-local"
 OUTPUT = "s3://evalstack-test/evaluations"
 TERMINAL = ("Succeeded", "Failed", "Stopped")
 
 
-def _script(questions: list[dict[str, str]], candidate_delay: float, base_delay: float):
-    by_prompt = {q["prompt"]: i for i, q in enumerate(questions)}
-
-    def answer(path: str, body: dict) -> Reply:
-        prompt = prompt_of(path, body)
-        index = next(i for p, i in by_prompt.items() if p in prompt)
-        right = body["model"] == "candidate" or index < BASE_CORRECT
-        q = questions[index]
-        delay = candidate_delay if body["model"] == "candidate" else base_delay
-        return Reply(chat_body(q["reference"] if right else q["wrong"]), delay=delay)
-
-    return answer
-
-
-@pytest.fixture
-def model_server(questions: list[dict[str, str]]) -> Iterator:
-    with serve(_script(questions, 0.0, 0.0)) as server:
-        yield server
-
-
 @pytest.fixture
 def slow_model_server(questions: list[dict[str, str]]) -> Iterator:
-    with serve(_script(questions, 0.4, 1.0)) as server:
+    with serve(scripted_answers(questions, 0.4, 1.0)) as server:
         yield server
 
 

@@ -22,35 +22,15 @@ from evalstack.evaluate import CustomScorerEvaluator, EvaluationPipelineExecutio
 from evalstack.pipeline.definition import definition_json
 from evalstack.runtime.backend import resolve_backend
 from evalstack.runtime.execution import ConcurrencyLimitError
-from tests.conftest import EXAMPLES, REPO_ROOT, TRUTHFULQA_QUESTIONS
-from tests.support.openai_server import Reply, chat_body, prompt_of, serve
+from tests.conftest import BASE_CORRECT, EXAMPLES, REPO_ROOT, TRUTHFULQA_QUESTIONS, scripted_answers
+from tests.support.openai_server import serve
 
 N_QUESTIONS = TRUTHFULQA_QUESTIONS
-BASE_CORRECT = 4
-
-
-def _server(questions: list[dict[str, str]], delay: float) -> Iterator:
-    by_prompt = {q["prompt"]: i for i, q in enumerate(questions)}
-
-    def answer(path: str, body: dict) -> Reply:
-        prompt = prompt_of(path, body)
-        index = next(i for p, i in by_prompt.items() if p in prompt)
-        right = body["model"] == "candidate" or index < BASE_CORRECT
-        q = questions[index]
-        return Reply(chat_body(q["reference"] if right else q["wrong"]), delay=delay)
-
-    return serve(answer)
-
-
-@pytest.fixture
-def model_server(questions: list[dict[str, str]]) -> Iterator:
-    with _server(questions, 0.0) as server:
-        yield server
 
 
 @pytest.fixture
 def slow_model_server(questions: list[dict[str, str]]) -> Iterator:
-    with _server(questions, 2.0) as server:
+    with serve(scripted_answers(questions, 2.0, 2.0)) as server:
         yield server
 
 

@@ -3,7 +3,10 @@
 The data root is deployment configuration, not part of a spec: ``EVALSTACK_BENCHMARK_DATA`` holds
 a local path, a ``file://`` URI or an ``s3://`` prefix laid out like ``shared/benchmarks`` (see its
 MANIFEST.md), or the word ``hf`` to read the HF datasets equivalents. Unset, it is the
-``shared/benchmarks`` folder beside the repository root.
+``shared/benchmarks`` folder beside the repository root. With ``hf``, ``EVALSTACK_HF_MIRROR`` may name
+a local folder of hub dataset repositories (``<mirror>/<owner>/<name>``, each downloaded with
+``huggingface_hub.snapshot_download(repo_id, repo_type="dataset", revision=<sha>, local_dir=...)``)
+for hosts without hub access; the pinned revision is then checked against the download metadata.
 
 A :class:`FileSource` remembers the bytes of every file it read, so the dataset hash covers
 exactly the files a run used, whichever root they came from.
@@ -21,6 +24,7 @@ from typing import Any
 from evalstack import storage
 
 DATA_ENV = "EVALSTACK_BENCHMARK_DATA"
+HF_MIRROR_ENV = "EVALSTACK_HF_MIRROR"
 HF_SOURCE = "hf"
 
 
@@ -95,13 +99,18 @@ class HfDataset:
 
 @dataclass
 class HfSource:
-    """Reads the HF datasets equivalents; ``datasets`` is imported only when a table is loaded."""
+    """Reads the HF datasets equivalents; ``datasets`` is imported only when a table is loaded.
 
+    ``mirror`` is a local folder of hub dataset repositories (see the module docstring); without it
+    tables come from the hub by id.
+    """
+
+    mirror: str | None = None
     _tables: dict[HfDataset, list[dict[str, Any]]] = field(default_factory=dict, repr=False)
 
     @property
     def description(self) -> str:
-        return HF_SOURCE
+        return HF_SOURCE if self.mirror is None else f"{HF_SOURCE} (mirror {self.mirror})"
 
     def rows(self, table: HfDataset) -> list[dict[str, Any]]:
         if table not in self._tables:
@@ -109,9 +118,30 @@ class HfSource:
                 import datasets
             except ImportError as err:
                 raise ImportError(f"{DATA_ENV}=hf needs the 'datasets' package (pip install 'evalstack[hf]')") from err
-            loaded = datasets.load_dataset(table.path, table.name, split=table.split, revision=table.revision)
+            location = table.path if self.mirror is None else self._mirrored(table)
+            loaded = datasets.load_dataset(location, table.name, split=table.split, revision=table.revision)
             self._tables[table] = [dict(row) for row in loaded]
         return self._tables[table]
+
+    def _mirrored(self, table: HfDataset) -> str:
+        """The mirror folder of ``table.path``, after checking it was downloaded at ``table.revision``.
+
+        ``snapshot_download(local_dir=...)`` records, per downloaded file, a
+        ``.cache/huggingface/download/<file>.metadata`` whose first line is the commit sha
+        (huggingface_hub ``_local_folder.write_download_metadata``); ``datasets`` ignores
+        ``revision`` for a local folder, so this is what pins it.
+        """
+        folder = Path(str(self.mirror)) / table.path
+        if not folder.is_dir():
+            raise FileNotFoundError(f"{HF_MIRROR_ENV}: no folder {folder} for HF dataset {table.path!r}")
+        metadata = sorted((folder / ".cache" / "huggingface" / "download").rglob("*.metadata"))
+        if not metadata:
+            raise ValueError(f"{folder}: no huggingface_hub download metadata, so its revision cannot be checked")
+        for path in metadata:
+            commit = path.read_text(encoding="utf-8").split("\n", 1)[0].strip()
+            if commit != table.revision:
+                raise ValueError(f"{path}: line 1: downloaded at commit {commit!r}, pinned {table.revision!r}")
+        return str(folder)
 
     def sha256(self) -> str:
         """sha256 over the identity (path, name, split, revision) of every table read."""
@@ -127,5 +157,5 @@ Source = FileSource | HfSource
 def open_source(root: str | None = None) -> Source:
     root = root or data_root()
     if root == HF_SOURCE:
-        return HfSource()
+        return HfSource(os.environ.get(HF_MIRROR_ENV) or None)
     return FileSource(root)

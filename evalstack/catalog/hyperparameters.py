@@ -66,11 +66,18 @@ class Param:
 
 
 GENERATION: dict[str, Param] = {
-    "batch_size": Param(int, 8, "Requests in flight per worker batch.", *BATCH_SIZE_RANGE),
+    "batch_size": Param(
+        int,
+        8,
+        "Model requests in flight at once (unless max_concurrency is set); a custom scorer's batch.",
+        *BATCH_SIZE_RANGE,
+    ),
     "max_tokens": Param(int, 512, "Maximum new tokens per generation.", 1, 32768),
     "temperature": Param(float, 0.0, "Sampling temperature; 0 is greedy.", 0.0, 2.0),
     "top_p": Param(float, 1.0, "Nucleus sampling mass.", 0.0, 1.0),
-    "max_concurrency": Param(int, 16, "Upper bound on concurrent model requests.", 1, 256),
+    "max_concurrency": Param(
+        int, None, "Concurrent model requests beyond batch_size's range of 1-32.", 1, 256, optional=True
+    ),
 }
 
 BENCHMARK: dict[str, Param] = {
@@ -102,7 +109,7 @@ CUSTOM_SCORER: dict[str, Param] = {
     "lang": Param(str, "en", "BERTScore language."),
     "rescale_with_baseline": Param(bool, False, "BERTScore baseline rescaling."),
     "limit": Param(int, None, "Score at most the first N samples.", 1, None, optional=True),
-    "seed": Param(int, 1234, "Seed for bootstrap confidence intervals.", 0, 2**32 - 1),
+    "seed": Param(int, 1234, "Seed of the paired bootstrap that compares base and fine-tuned.", 0, 2**32 - 1),
 }
 
 LLM_AS_JUDGE: dict[str, Param] = {
@@ -110,7 +117,6 @@ LLM_AS_JUDGE: dict[str, Param] = {
     "threshold": Param(float, 0.5, "Pass-rate threshold on the 0-1 normalized score.", 0.0, 1.0),
     "judge_max_tokens": Param(int, 512, "Maximum tokens of a judge answer.", 1, 8192),
     "limit": Param(int, None, "Judge at most the first N samples.", 1, None, optional=True),
-    "seed": Param(int, 1234, "Seed for bootstrap confidence intervals.", 0, 2**32 - 1),
 }
 
 SCHEMAS: dict[str, dict[str, Param]] = {
@@ -118,6 +124,11 @@ SCHEMAS: dict[str, dict[str, Param]] = {
     "custom_scorer": CUSTOM_SCORER,
     "llm_as_judge": LLM_AS_JUDGE,
 }
+
+
+def request_concurrency(values: dict[str, Any]) -> int:
+    """How many model requests run at once: max_concurrency when set, else batch_size."""
+    return int(values.get("max_concurrency") or values.get("batch_size") or GENERATION["batch_size"].default)
 
 
 class Hyperparameters:

@@ -27,7 +27,9 @@ def register(commands: argparse._SubParsersAction) -> None:
         required=True
     )
     definition = group.add_parser("definition", help="print the definition JSON (Version 2020-12-01) of a kind")
-    definition.add_argument("kind", choices=[*EVAL_TYPES, *(k.replace("_", "-") for k in EVAL_TYPES)])
+    definition.add_argument(
+        "kind", choices=list(dict.fromkeys([*EVAL_TYPES, *(k.replace("_", "-") for k in EVAL_TYPES)]))
+    )
     definition.add_argument("--role-arn", help="embed this processing role (default: ExecutionRoleArn parameter)")
     definition.add_argument("--kms-key-id", help="KMS key for processing volumes and outputs")
     definition.add_argument("--gate-metric", help="quality gate: JSON path into evaluation.json, e.g. metrics.accuracy")

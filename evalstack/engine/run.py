@@ -6,6 +6,7 @@ in-process path used by tests and the CLI, so a sharded run and a one-shot run s
 
 from __future__ import annotations
 
+import contextlib
 import json
 import re
 import tempfile
@@ -14,12 +15,15 @@ from dataclasses import dataclass
 from typing import Any
 
 from evalstack import storage
+from evalstack.catalog.hyperparameters import request_concurrency
 from evalstack.engine.tasks import build_task, model_reference
-from evalstack.results.writer import EvaluationResult, dumps, render_report, write_role
+from evalstack.models import cached_backend
+from evalstack.results.writer import EvaluationResult, dumps, render_report, role_files
 from evalstack.spec import EvaluationSpec
 from evalstack.task import Aggregate, EvalTask
 
 PROGRESS_CHUNK = 256
+PROGRESS_NAME = re.compile(r"/shard-\d{5}-of-\d{5}\.json$")
 SHARD_NAME = re.compile(r"shard-(\d{5})-of-(\d{5})\.jsonl$")
 
 
@@ -33,16 +37,6 @@ def shard_uri(output_uri: str, role: str, index: int, count: int) -> str:
 
 def role_uri(output_uri: str, role: str) -> str:
     return output_uri if role == "candidate" else storage.join(output_uri, role)
-
-
-def _load_model(spec: EvaluationSpec, role: str) -> Any:
-    from evalstack.models import ResponseCache, load_backend
-    from evalstack.models.cache import default_cache_path
-
-    concurrency = int(spec.hyperparameters.get("max_concurrency", 16))
-    return load_backend(
-        model_reference(spec, role), cache=ResponseCache(default_cache_path()), max_concurrency=concurrency
-    )
 
 
 def run_shard(
@@ -59,17 +53,21 @@ def run_shard(
         raise ValueError(f"shard index {shard_index} is outside 0..{shard_count - 1}")
     task = task or build_task(spec, role)
     items = task.items()[shard_index::shard_count]
-    model = _load_model(spec, role) if task.needs_model and items else None
     # Items run in chunks big enough to keep every connection busy; after each chunk the shard's
     # progress file says how far it got, which `evalstack evaluate` shows as a progress bar.
-    chunk = max(PROGRESS_CHUNK, 8 * int(spec.hyperparameters.get("max_concurrency", 16)))
+    concurrency = request_concurrency(spec.hyperparameters)
+    chunk = max(PROGRESS_CHUNK, 8 * concurrency)
     progress = progress_uri(output_uri, role, shard_index, shard_count)
     records: list[dict[str, Any]] = []
-    for start in range(0, len(items), chunk):
-        records.extend(task.run(items[start : start + chunk], model))
-        storage.write_text(
-            progress, json.dumps({"done": len(records), "total": len(items)}), kms_key_id=spec.kms_key_id
-        )
+    with contextlib.ExitStack() as stack:
+        model = None
+        if task.needs_model and items:
+            model = stack.enter_context(cached_backend(model_reference(spec, role), max_concurrency=concurrency))
+        for start in range(0, len(items), chunk):
+            records.extend(task.run(items[start : start + chunk], model))
+            storage.write_text(
+                progress, json.dumps({"done": len(records), "total": len(items)}), kms_key_id=spec.kms_key_id
+            )
     uri = shard_uri(output_uri, role, shard_index, shard_count)
     storage.write_text(uri, "".join(json.dumps(r, sort_keys=True) + "\n" for r in records), kms_key_id=spec.kms_key_id)
     return uri
@@ -83,6 +81,8 @@ def read_progress(output_uri: str) -> tuple[int, int]:
     """Items done and items known, summed over every shard and role that has reported so far."""
     done = total = 0
     for uri in storage.list_uris(storage.join(output_uri, "progress")):
+        if not PROGRESS_NAME.search(uri):  # e.g. a temporary file of a write in progress
+            continue
         figures = json.loads(storage.read_text(uri))
         done, total = done + figures["done"], total + figures["total"]
     return done, total
@@ -156,7 +156,7 @@ def _ordered(task: EvalTask, records: Sequence[dict[str, Any]]) -> list[dict[str
 
 
 def _finish_role(
-    spec: EvaluationSpec, role: str, output_uri: str, records_uri: str, task: EvalTask | None
+    spec: EvaluationSpec, role: str, records_uri: str, task: EvalTask | None
 ) -> tuple[EvaluationResult, list[dict[str, Any]], Aggregate, EvalTask]:
     task = task or build_task(spec, role)
     records = _ordered(task, read_records(records_uri, role))
@@ -165,9 +165,7 @@ def _finish_role(
         extra = agg.sample_scores.get(record["id"])
         if extra:
             record["scores"] = {**record.get("scores", {}), **extra}
-    result = _result(spec, task, role, agg, len(records))
-    write_role(role_uri(output_uri, role), result, records, kms_key_id=spec.kms_key_id)
-    return result, records, agg, task
+    return _result(spec, task, role, agg, len(records)), records, agg, task
 
 
 def report(
@@ -176,37 +174,38 @@ def report(
     """Merge shards, aggregate, write results (and the comparison when the base ran).
 
     Records are read from ``records_uri`` (default: the output itself, where pipeline steps put them).
+    Every file's content is built before the first one is written, so a failing scorer, judge or
+    comparison leaves no results behind; results.json goes last, as the mark of a complete role.
     """
     records_uri = records_uri or output_uri
     tasks = tasks or {}
-    candidate, cand_records, cand_agg, task = _finish_role(
-        spec, "candidate", output_uri, records_uri, tasks.get("candidate")
-    )
+    candidate, cand_records, cand_agg, task = _finish_role(spec, "candidate", records_uri, tasks.get("candidate"))
     out = Report(candidate)
+    files: dict[str, str] = role_files(role_uri(output_uri, "candidate"), candidate, cand_records)
     if spec.evaluate_base_model:
-        out.base, base_records, base_agg, _ = _finish_role(spec, "base", output_uri, records_uri, tasks.get("base"))
-        seed = int(spec.hyperparameters.get("seed", 1234))
+        out.base, base_records, base_agg, _ = _finish_role(spec, "base", records_uri, tasks.get("base"))
+        files.update(role_files(role_uri(output_uri, "base"), out.base, base_records))
         task_compare = getattr(task, "compare", None)
         if task_compare is not None:
             out.comparison = task_compare(cand_records, base_records)
         else:
             from evalstack.results.compare import compare
 
+            seed = int(spec.hyperparameters.get("seed", 1234))
             out.comparison = compare(cand_records, base_records, cand_agg, base_agg, seed)
-        storage.write_text(
-            storage.join(output_uri, "comparison.json"), dumps(out.comparison), kms_key_id=spec.kms_key_id
-        )
-    storage.write_text(
-        storage.join(output_uri, "report.md"), render_report(candidate, out.comparison), kms_key_id=spec.kms_key_id
-    )
+        files[storage.join(output_uri, "comparison.json")] = dumps(out.comparison)
+    files[storage.join(output_uri, "report.md")] = render_report(candidate, out.comparison)
+    for uri in sorted(files, key=lambda u: u.endswith("/results.json")):
+        storage.write_text(uri, files[uri], kms_key_id=spec.kms_key_id)
     return out
 
 
 def evaluate_in_process(spec: EvaluationSpec, output_uri: str) -> Report:
     """One shard per role, then the report: what a one-instance pipeline does, in this process.
 
-    Every item is read (and so validated) before anything is written, and shard records stay in a
-    temporary folder, so a failure leaves no output behind.
+    Every item is read (and so validated) before anything is written, shard records stay in a
+    temporary folder, and the report writes only once everything is computed, so a failure leaves
+    no output behind.
     """
     roles = ["candidate", "base"] if spec.evaluate_base_model else ["candidate"]
     tasks = {role: build_task(spec, role) for role in roles}

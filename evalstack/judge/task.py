@@ -9,12 +9,13 @@ a rerun resumes. :meth:`JudgeTask.compare` adds the position-swapped pairwise co
 
 from __future__ import annotations
 
+import contextlib
 import re
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from functools import partial
 from typing import Any
 
-from evalstack.catalog.hyperparameters import Hyperparameters
+from evalstack.catalog.hyperparameters import Hyperparameters, request_concurrency
 from evalstack.catalog.limits import MAX_JUDGE_PROMPTS, MIN_DATASET_SAMPLES
 from evalstack.catalog.metrics import resolve_judge_metric
 from evalstack.data import DatasetReader, Record
@@ -25,8 +26,8 @@ from evalstack.judge.pairwise import Pair, judge_pairs
 from evalstack.judge.parsing import parse_judgement
 from evalstack.judge.rubrics import BUILTIN_RUBRICS, Rubric, Sample, describe
 from evalstack.judge.stats import summarise
+from evalstack.models import cached_backend
 from evalstack.models.base import ModelBackend
-from evalstack.models.cache import ResponseCache, default_cache_path
 from evalstack.models.prompts import answer_prompts
 from evalstack.models.reference import parse_model_reference
 from evalstack.spec import EvaluationSpec
@@ -117,8 +118,6 @@ class JudgeTask:
         if not items:  # an empty shard calls no model
             return []
         samples, sources = self._responses(items, model)
-        judge = self._judge_backend()
-        max_tokens = self.hp.judge_max_tokens
         records: list[dict[str, Any]] = [
             {
                 "id": item.id,
@@ -137,7 +136,9 @@ class JudgeTask:
         for rubric in self.rubrics:
             rendered = [rubric.render(sample) for sample in samples]
             prompts = [r.prompt for r in rendered]
-            asked = ask(judge, prompts, partial(parse_judgement, rubric=rubric), rubric.strict_suffix(), max_tokens)
+            with self._judge_session() as judge:
+                parse = partial(parse_judgement, rubric=rubric)
+                asked = ask(judge, prompts, parse, rubric.strict_suffix(), self.hp.judge_max_tokens)
             for record, shown, answer in zip(records, rendered, asked, strict=True):
                 parsed = answer.parsed
                 normalised = rubric.normalise(parsed.score) if parsed.score is not None else None
@@ -225,8 +226,12 @@ class JudgeTask:
             "base": base,
             "improvement": {k: fine_tuned[k] - base[k] for k in fine_tuned if k in base},
             "higher_is_better": {r.name: r.higher_is_better for r in self.rubrics},
-            "pairwise": judge_pairs(self._judge_backend(), pairs, self.hp.judge_max_tokens),
+            "pairwise": self._pairwise(pairs),
         }
+
+    def _pairwise(self, pairs: list[Pair]) -> dict[str, Any]:
+        with self._judge_session() as judge:
+            return judge_pairs(judge, pairs, self.hp.judge_max_tokens)
 
     # -- internals --------------------------------------------------------------------------
 
@@ -283,11 +288,11 @@ class JudgeTask:
             sources.append("model" if i in generated else "dataset")
         return samples, sources
 
-    def _judge_backend(self) -> ModelBackend:
-        if self._judge is None:
-            from evalstack.models import load_backend
-
-            self._judge = load_backend(
-                self.judge_reference, cache=ResponseCache(default_cache_path()), max_concurrency=self.hp.max_concurrency
-            )
-        return self._judge
+    @contextlib.contextmanager
+    def _judge_session(self) -> Iterator[ModelBackend]:
+        """The judge given to the task (tests), or one on the shared cache, closed after use."""
+        if self._judge is not None:
+            yield self._judge
+            return
+        with cached_backend(self.judge_reference, max_concurrency=request_concurrency(self.hp.to_dict())) as judge:
+            yield judge

@@ -9,6 +9,7 @@ process to a pipeline step as a cloudpickle file.
 from __future__ import annotations
 
 import importlib.metadata
+import math
 import numbers
 import sys
 from collections.abc import Sequence
@@ -43,6 +44,8 @@ def _check_batch_result(result: Any, batch: int, start: int, stop: int) -> dict[
                 f"custom scorer returned non-numeric value {value!r} ({type(value).__name__}) "
                 f"for key {key!r} in {where}"
             )
+        if not math.isfinite(value):
+            raise ScorerError(f"custom scorer returned {value!r} for key {key!r} in {where}; scores must be finite")
         checked[key] = float(value)
     return checked
 

@@ -5,7 +5,8 @@ See docs/models.md for the reference format and each backend's wire shapes.
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Iterator, Mapping
+from contextlib import contextmanager
 from typing import Any
 
 from evalstack.models.base import (
@@ -15,7 +16,7 @@ from evalstack.models.base import (
     LoglikelihoodRequest,
     ModelBackend,
 )
-from evalstack.models.cache import ResponseCache, cache_key
+from evalstack.models.cache import ResponseCache, cache_key, default_cache_path
 from evalstack.models.dispatch import RetriesExhaustedError, RetryPolicy
 from evalstack.models.model_package import ModelPackageInfo, resolve_model_package
 from evalstack.models.reference import ACCEPTED_FORMS, ModelReference, label_error, parse_model_reference
@@ -34,6 +35,7 @@ __all__ = [
     "RetryPolicy",
     "backend_stats",
     "cache_key",
+    "cached_backend",
     "load_backend",
     "parse_model_reference",
     "resolve_model_package",
@@ -102,3 +104,17 @@ def backend_stats(backend: ModelBackend) -> BackendStats:
     """Counters of any backend: those with ``stats()`` report them, others report zeros."""
     stats = getattr(backend, "stats", None)
     return stats() if callable(stats) else BackendStats()
+
+
+@contextmanager
+def cached_backend(reference: str, *, max_concurrency: int) -> Iterator[ModelBackend]:
+    """A backend on this machine's shared response cache; the backend and the cache close on exit."""
+    cache = ResponseCache(default_cache_path())
+    try:
+        backend = load_backend(reference, cache=cache, max_concurrency=max_concurrency)
+        try:
+            yield backend
+        finally:
+            backend.close()
+    finally:
+        cache.close()

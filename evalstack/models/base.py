@@ -66,3 +66,7 @@ class ModelBackend(Protocol):
     def loglikelihood(self, requests: Sequence[LoglikelihoodRequest]) -> list[Loglikelihood]:
         """Scores in request order. Raises NotImplementedError when unsupported."""
         ...
+
+    def close(self) -> None:
+        """Release threads and connections."""
+        ...

@@ -9,10 +9,22 @@ Generation uses ``/chat/completions`` or ``/completions`` (``api=``). Log-likeli
   token starts at ``len(prompt)`` and is dropped). Continuation tokens are those that reach past
   ``len(context)`` by ``text_offset``; ``is_greedy`` means every such token is the argmax of its
   ``top_logprobs``.
-- ``logprobs=prompt_logprobs`` (vLLM extension): ``{"prompt_logprobs": 1, "max_tokens": 1}``;
-  ``choices[0].prompt_logprobs`` is ``[null, {token_id: {logprob, rank, decoded_token}}, ...]``.
-  The continuation is the shortest tail of decoded tokens covering ``len(continuation)`` characters;
-  a prompt token is greedy when its rank is 1.
+- ``logprobs=prompt_logprobs`` (vLLM extension): ``{"prompt_logprobs": 1, "return_token_ids": true,
+  "max_tokens": 1}``. The wire shape, read from vLLM's source (``vllm/entrypoints/openai/completion/
+  protocol.py`` ``CompletionResponseChoice``, ``vllm/logprobs.py`` ``Logprob`` and
+  ``append_logprobs_for_next_position``, ``vllm/v1/engine/logprobs.py``): ``choices[0].prompt_logprobs``
+  is one entry per prompt token, ``null`` for the first, else an object keyed by token id (a string in
+  JSON) -> ``{"logprob", "rank", "decoded_token"}`` holding the actual prompt token (its true vocabulary
+  rank, which may be > 1) plus the top-k tokens (ranks 1..k), so with k=1 one or two keys.
+  ``choices[0].prompt_token_ids`` (sent back when ``return_token_ids`` is true, vLLM >= 0.10.2; older
+  servers ignore the unknown field) names the actual token at each position, as vLLM's own echo path
+  looks it up (``step_top_logprobs[token_id]`` in ``completion/serving.py``). Without it the first key
+  is taken: vLLM inserts the prompt token first (V0 ``_get_prompt_logprob_if_needed``, V1
+  ``append_logprobs_for_next_position``) and JSON keeps that order. The continuation is the shortest
+  tail of actual tokens whose ``decoded_token`` texts cover ``len(continuation)`` characters (the same
+  character accounting as the echo path's ``text_offset``, which vLLM also derives from
+  ``decoded_token``). A token is greedy when no entry at its position has a higher logprob (rank-free,
+  as lm-eval's vLLM backend decides ``is_greedy``).
 """
 
 from __future__ import annotations
@@ -95,23 +107,37 @@ def echo_loglikelihood(logprobs: Mapping[str, Any], context_chars: int, prompt_c
     return Loglikelihood(logprob=total, is_greedy=greedy, num_tokens=count)
 
 
-def prompt_logprobs_loglikelihood(entries: Sequence[Mapping[str, Any] | None], continuation: str) -> Loglikelihood:
-    """Sum the continuation's logprobs from vLLM's ``prompt_logprobs`` list."""
+def prompt_logprobs_loglikelihood(
+    entries: Sequence[Mapping[str, Any] | None], continuation: str, prompt_token_ids: Sequence[int] | None = None
+) -> Loglikelihood:
+    """Sum the continuation's logprobs from vLLM's ``prompt_logprobs`` list (shape: module docstring)."""
+    if prompt_token_ids is not None and len(prompt_token_ids) != len(entries):
+        raise ValueError(f"prompt_token_ids has {len(prompt_token_ids)} ids for {len(entries)} prompt_logprobs entries")
     total, greedy, count, covered = 0.0, True, 0, 0
-    for entry in reversed(entries):
+    for position in range(len(entries) - 1, -1, -1):
         if covered >= len(continuation):
             break
+        entry = entries[position]
         if not entry:
             raise ValueError("the continuation reaches the first prompt token, which has no logprob")
-        # With prompt_logprobs=1 the dict holds the prompt token and, if different, the rank-1 token.
-        actual = max(entry.values(), key=lambda item: item["rank"])
-        total += float(actual["logprob"])
-        greedy = greedy and actual["rank"] == 1
+        actual = _actual_token(entry, position, prompt_token_ids)
+        logprob = float(actual["logprob"])
+        total += logprob
+        greedy = greedy and all(float(other["logprob"]) <= logprob for other in entry.values())
         count += 1
         covered += len(actual.get("decoded_token") or "")
     if count == 0:
         raise ValueError("empty continuation")
     return Loglikelihood(logprob=total, is_greedy=greedy, num_tokens=count)
+
+
+def _actual_token(entry: Mapping[str, Any], position: int, prompt_token_ids: Sequence[int] | None) -> Mapping[str, Any]:
+    if prompt_token_ids is None:
+        return next(iter(entry.values()))  # vLLM inserts the prompt token first
+    key = str(prompt_token_ids[position])
+    if key not in entry:
+        raise ValueError(f"prompt_logprobs position {position} lacks the prompt token id {key} (keys {sorted(entry)})")
+    return entry[key]
 
 
 class OpenAIBackend(RemoteBackend):
@@ -168,7 +194,7 @@ class OpenAIBackend(RemoteBackend):
         if self.reference.logprobs == "echo":
             body |= {"echo": True, "logprobs": 1}
         else:
-            body |= {"prompt_logprobs": 1}
+            body |= {"prompt_logprobs": 1, "return_token_ids": True}
         wire = [
             {"path": "/completions", "body": {**body, "prompt": request.context + request.continuation}}
             for request in requests
@@ -184,7 +210,11 @@ class OpenAIBackend(RemoteBackend):
             else:
                 if not choice.get("prompt_logprobs"):
                     raise ValueError(f"{self.name}: the server returned no prompt_logprobs; try logprobs=echo")
-                results.append(prompt_logprobs_loglikelihood(choice["prompt_logprobs"], request.continuation))
+                results.append(
+                    prompt_logprobs_loglikelihood(
+                        choice["prompt_logprobs"], request.continuation, choice.get("prompt_token_ids")
+                    )
+                )
         return results
 
     def _connection(self) -> http.client.HTTPConnection:

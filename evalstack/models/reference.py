@@ -50,15 +50,17 @@ def _forms() -> str:
     return "accepted forms:\n  " + "\n  ".join(ACCEPTED_FORMS)
 
 
-_SECRET_VALUE = re.compile(
-    r"(?<![A-Za-z0-9_])(api_key|apikey|key|token|password|secret|[a-z]+_(?:key|token))=[^&]*", re.I
-)
+# Options whose values are never secret; every other option's value is masked in messages, so a key
+# pasted under any name (auth=, bearer=, api_key_env=<the key itself>) never reaches a log.
+_SAFE_OPTIONS = frozenset({"model", "api", "logprobs", "timeout", "format", "region", "component", "api_key_secret"})
+_OPTION = re.compile(r"([?&])([^=&?]*)=([^&]*)")
 _USERINFO = re.compile(r"//[^/@?]*@")
 
 
 def _redact(text: str) -> str:
     """The reference with anything that may be a secret masked, so errors never leak one into logs."""
-    return _USERINFO.sub("//***@", _SECRET_VALUE.sub(lambda m: f"{m[1]}=***", text))
+    masked = _USERINFO.sub("//***@", text)
+    return _OPTION.sub(lambda m: m[0] if m[2] in _SAFE_OPTIONS else f"{m[1]}{m[2]}=***", masked)
 
 
 def _error(text: str, problem: str) -> ValueError:
@@ -174,7 +176,7 @@ def _parse_openai(text: str, rest: str) -> ModelReference:
     if "api_key_env" in options and "api_key_secret" in options:
         raise _error(text, "give api_key_env or api_key_secret, not both")
     if "api_key_env" in options and not _ENV_VAR.match(options["api_key_env"]):
-        raise _error(text, f"api_key_env={options['api_key_env']!r} is not an environment variable name")
+        raise _error(text, "api_key_env is not an environment variable name (give the variable's name, not the key)")
     timeout = None
     if "timeout" in options:
         try:

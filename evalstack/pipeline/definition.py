@@ -45,7 +45,6 @@ BASE_CONDITION_STEP = "CheckEvaluateBaseModel"
 EVALUATE_BASE_STEP = "EvaluateBaseModel"
 REPORT_STEP = "Report"
 REPORT_WITH_BASE_STEP = "ReportWithBase"
-REPORT_STEPS = (REPORT_STEP, REPORT_WITH_BASE_STEP)
 
 # The Report step's property file: ``evaluation.json`` in its ``evaluation`` output.
 PROPERTY_FILE_NAME = "EvaluationReport"

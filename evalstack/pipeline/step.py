@@ -28,6 +28,10 @@ OPT_ML = "/opt/ml"
 RESOURCE_CONFIG = "/opt/ml/config/resourceconfig.json"
 
 
+FAILURE_MESSAGE = "/opt/ml/output/message"
+MAX_FAILURE_MESSAGE = 1024  # the length SageMaker keeps of a FailureReason
+
+
 def container_path(path: str) -> Path:
     """``path`` inside this instance: ``/opt/ml/...`` is re-rooted at ``$EVALSTACK_OPT_ML_ROOT`` when set."""
     root = os.environ.get("EVALSTACK_OPT_ML_ROOT")
@@ -119,6 +123,17 @@ def _parser() -> argparse.ArgumentParser:
 
 def main(argv: list[str] | None = None) -> int:
     args = _parser().parse_args(argv)
+    try:
+        return _run(args)
+    except Exception as err:
+        # SageMaker Processing reports this file as the job's FailureReason; the traceback stays in the log.
+        message = container_path(FAILURE_MESSAGE)
+        message.parent.mkdir(parents=True, exist_ok=True)
+        message.write_text(f"{type(err).__name__}: {err}"[:MAX_FAILURE_MESSAGE], encoding="utf-8")
+        raise
+
+
+def _run(args: argparse.Namespace) -> int:
     if args.command == "evaluate":
         uri = evaluate(args.spec_uri, args.eval_type, args.role, args.output_uri)
         print(f"wrote {uri}")

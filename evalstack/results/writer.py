@@ -105,9 +105,9 @@ def render_report(result: EvaluationResult, comparison: dict[str, Any] | None = 
     return "".join(parts)
 
 
-def write_role(
-    output_uri: str, result: EvaluationResult, records: Sequence[dict[str, Any]], *, kms_key_id: str | None = None
-) -> None:
-    """samples.jsonl first, results.json last: a results.json on disk means the role is complete."""
-    storage.write_text(storage.join(output_uri, "samples.jsonl"), jsonl(records), kms_key_id=kms_key_id)
-    storage.write_text(storage.join(output_uri, "results.json"), dumps(result.to_dict()), kms_key_id=kms_key_id)
+def role_files(output_uri: str, result: EvaluationResult, records: Sequence[dict[str, Any]]) -> dict[str, str]:
+    """A role's files, URI to content: serialised up front so a NaN or a bad record fails before any write."""
+    return {
+        storage.join(output_uri, "samples.jsonl"): jsonl(records),
+        storage.join(output_uri, "results.json"): dumps(result.to_dict()),
+    }

@@ -19,6 +19,7 @@ from datetime import UTC, datetime
 from typing import Any
 
 from evalstack import storage
+from evalstack.catalog.limits import MAX_PIPELINE_PARAMETER_CHARS
 from evalstack.engine.tasks import build_task, model_reference
 from evalstack.models.reference import label_error, parse_model_reference
 from evalstack.pipeline.definition import (
@@ -82,14 +83,12 @@ def local_definition(spec: EvaluationSpec, networking: Any = None) -> dict[str, 
     return definition
 
 
-def _write_inputs(backend: Backend, spec: EvaluationSpec, prefix: str, attachments: Sequence[Attachment]) -> str:
+def _write_inputs(backend: Backend, spec: EvaluationSpec, prefix: str, attachments: Sequence[Attachment]) -> None:
     for attachment in attachments:
         uri = storage.join(prefix, attachment.name)
         backend.write_bytes(uri, attachment.data, spec.kms_key_id)
         spec = dataclasses.replace(spec, **{attachment.spec_field: uri})
-    spec_uri = storage.join(prefix, "spec.json")
-    backend.write_bytes(spec_uri, spec.to_json().encode("utf-8"), spec.kms_key_id)
-    return spec_uri
+    backend.write_bytes(storage.join(prefix, "spec.json"), spec.to_json().encode("utf-8"), spec.kms_key_id)
 
 
 def start_evaluation(
@@ -109,12 +108,21 @@ def start_evaluation(
     pipeline = backend.pipeline_name(spec.eval_type, pipeline_name)
     name = execution_name(spec)
     prefix = storage.join(s3_output_path or backend.default_output_path(), name)
-    spec_uri = _write_inputs(backend, spec, prefix, attachments)
-    parameters: dict[str, Any] = {SPEC_URI: spec_uri, EVALUATE_BASE_MODEL: spec.evaluate_base_model}
+    parameters: dict[str, Any] = {
+        SPEC_URI: storage.join(prefix, "spec.json"),
+        EVALUATE_BASE_MODEL: spec.evaluate_base_model,
+    }
     if instance_count is not None:
         parameters[INSTANCE_COUNT] = instance_count
     if instance_type is not None:
         parameters[INSTANCE_TYPE] = instance_type
+    for key, value in parameters.items():
+        if isinstance(value, str) and len(value) > MAX_PIPELINE_PARAMETER_CHARS:
+            raise ValueError(
+                f"{key}: {len(value)} characters; SageMaker pipeline parameters hold at most "
+                f"{MAX_PIPELINE_PARAMETER_CHARS} (use a shorter s3_output_path or evaluation name)"
+            )
+    _write_inputs(backend, spec, prefix, attachments)
     if backend.is_local:
         return EvaluationPipelineExecution.start(
             spec.eval_type,

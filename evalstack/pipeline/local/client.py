@@ -465,30 +465,23 @@ class LocalSageMakerClient:
         operation = "StopPipelineExecution"
         params = self._request(operation, kwargs)
         arn = params["PipelineExecutionArn"]
+        # The runner sees the request, terminates the step processes and records Stopped.
+        if self.store.request_stop(arn):
+            return self._ok({"PipelineExecutionArn": arn})
         row = self._execution(arn, operation)
         if row["status"] == "Stopping":
             return self._ok({"PipelineExecutionArn": arn})
-        if row["status"] != "Executing":
-            raise self._error(
-                "ValidationException",
-                f"Pipeline execution is {row['status']}; only an executing one can be stopped.",
-                operation,
-            )
-        # The runner sees the request, terminates the step processes and records Stopped.
-        self.store.update_execution(arn, status="Stopping", stop_requested=1)
-        return self._ok({"PipelineExecutionArn": arn})
+        raise self._error(
+            "ValidationException",
+            f"Pipeline execution is {row['status']}; only an executing one can be stopped.",
+            operation,
+        )
 
     def retry_pipeline_execution(self, **kwargs: Any) -> dict[str, Any]:
         operation = "RetryPipelineExecution"
         params = self._request(operation, kwargs)
         arn = params["PipelineExecutionArn"]
-        row = self._execution(arn, operation)
-        if row["status"] not in ("Failed", "Stopped"):
-            raise self._error(
-                "ValidationException",
-                f"Pipeline execution is {row['status']}; only a failed or stopped one can be retried.",
-                operation,
-            )
+        self._execution(arn, operation)  # ResourceNotFound for an unknown execution
         fields: dict[str, Any] = {
             "status": "Executing",
             "failure_reason": None,
@@ -502,6 +495,14 @@ class LocalSageMakerClient:
         self.reap_dead_runners()
         cols = ", ".join(f"{k} = ?" for k in fields)
         with self.store.connect(immediate=True) as db:
+            # Checked again inside the write transaction: two retries at once start one runner.
+            (status,) = db.execute("SELECT status FROM executions WHERE arn = ?", (arn,)).fetchone()
+            if status not in ("Failed", "Stopped"):
+                raise self._error(
+                    "ValidationException",
+                    f"Pipeline execution is {status}; only a failed or stopped one can be retried.",
+                    operation,
+                )
             self._check_capacity(db, operation)
             # Succeeded steps keep their properties and are not run again.
             db.execute("DELETE FROM steps WHERE execution_arn = ? AND status != 'Succeeded'", (arn,))

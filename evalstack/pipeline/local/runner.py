@@ -285,8 +285,12 @@ class Runner:
             raise StepStopped()
         for root, proc in procs:
             if proc.returncode != 0:
-                tail = (root / "output.log").read_text(errors="replace")[-LOG_TAIL_CHARS:].strip()
-                raise StepFailed(f"AlgorithmError: {root.name} exited with code {proc.returncode}: {tail}")
+                message = root / "output" / "message"  # the container's own account, as SageMaker reports it
+                if message.is_file():
+                    reason = message.read_text(errors="replace").strip()
+                else:
+                    reason = (root / "output.log").read_text(errors="replace")[-LOG_TAIL_CHARS:].strip()
+                raise StepFailed(f"AlgorithmError: {root.name} exited with code {proc.returncode}: {reason}")
 
     def _terminate(self, procs: list[tuple[Path, subprocess.Popen[bytes]]]) -> None:
         kill_process_groups([p.pid for _, p in procs if p.poll() is None])

@@ -114,6 +114,17 @@ class Store:
         with self.connect() as db:
             db.execute(f"UPDATE executions SET {cols} WHERE arn = ?", (*fields.values(), arn))
 
+    def request_stop(self, arn: str) -> bool:
+        """Mark an executing execution Stopping in one statement, so a runner finishing at the same
+        moment is never overwritten; False when it was no longer executing."""
+        with self.connect() as db:
+            cursor = db.execute(
+                "UPDATE executions SET status = 'Stopping', stop_requested = 1, modified = ? "
+                "WHERE arn = ? AND status = 'Executing'",
+                (time.time(), arn),
+            )
+            return cursor.rowcount == 1
+
     def finish_execution(self, arn: str, status: str, failure_reason: str | None) -> None:
         """Set a terminal status unless another party (a stop, a dead-runner check) already did."""
         with self.connect() as db:
