@@ -98,3 +98,26 @@ def test_unknown_hyperparameter_lists_the_valid_names(tmp_path: Path) -> None:
     )  # fmt: skip
     assert out.returncode == 2
     assert "Unknown hyperparameter 'smoothing'. Valid names:" in out.stderr and "smooth" in out.stderr
+
+
+def test_runs_a_benchmark_against_a_served_model(benchmark_data: Path, tmp_path: Path) -> None:
+    from tests.support.openai_server import prompt_of, serve
+
+    answers = {}
+    for line in (benchmark_data / "gsm8k" / "test.jsonl").read_text(encoding="utf-8").splitlines():
+        row = json.loads(line)
+        answers[row["question"]] = row["answer"].rsplit("#### ", 1)[1]
+
+    def script(path: str, body: dict) -> str:
+        question = prompt_of(path, body).rsplit("Question: ", 1)[1].removesuffix("\nAnswer:")
+        return f"Adding it up gives {answers[question]}.\n#### {answers[question]}"
+
+    with serve(script) as server:
+        out = evalstack(
+            "evaluate", "benchmark", "gsm8k", "--model", f"openai:{server.base_url}?model=m",
+            "--limit", "6", "--output", str(tmp_path),
+        )  # fmt: skip
+    assert out.returncode == 0, out.stderr
+    assert "| exact_match_strict | 1.0000 |" in out.stdout
+    assert "| exact_match_flexible | 1.0000 |" in out.stdout
+    assert len(server.requests) == 6
