@@ -22,7 +22,11 @@ DEFAULT_CONTEXT = {
     "modelPackageGroup": "demo-models",
     "evaluation": EVALUATION,
     "thresholds": {"metric": "accuracy", "minScore": 0.5, "minImprovement": 0.0},
-    "bedrockModels": ["anthropic.claude-3-haiku-20240307-v1:0"],
+    "bedrockModels": [
+        "anthropic.claude-3-haiku-20240307-v1:0",
+        "us.anthropic.claude-3-5-haiku-20241022-v1:0",
+        "arn:aws:bedrock:us-east-1:123456789012:inference-profile/eu.meta.llama3-2-1b-instruct-v1:0",
+    ],
     "endpointNames": ["candidate-endpoint"],
 }
 EXISTING_VPC_CONTEXT = {
@@ -39,7 +43,7 @@ EXISTING_VPC_CONTEXT = {
 UNSCOPABLE_ACTIONS = {
     "xray:PutTraceSegments", "xray:PutTelemetryRecords", "ecr:GetAuthorizationToken", "sagemaker:ListModelPackages",
     "ec2:DescribeDhcpOptions", "ec2:DescribeNetworkInterfaces", "ec2:DescribeSecurityGroups", "ec2:DescribeSubnets",
-    "ec2:DescribeVpcs",
+    "ec2:DescribeVpcs", "cloudwatch:PutMetricData",
 }  # fmt: skip
 POLICY_DOCUMENTS = {
     "AWS::IAM::Policy": "PolicyDocument",
@@ -167,11 +171,25 @@ def test_execution_role_grants_only_named_models_and_vpc_interfaces(default_stac
     assert _render(statements["InvokeNamedEndpoints"]["Resource"]) == (
         "arn:TOKEN:sagemaker:TOKEN:TOKEN:endpoint/candidate-endpoint"
     )
-    assert _render(statements["InvokeNamedBedrockModels"]["Resource"]) == (
-        "arn:TOKEN:bedrock:TOKEN::foundation-model/anthropic.claude-3-haiku-20240307-v1:0"
-    )
+    # A cross-region profile (by id or ARN) also needs its foundation model, in any Region it routes to.
+    assert sorted(_render(r) for r in statements["InvokeNamedBedrockModels"]["Resource"]) == [
+        "arn:TOKEN:bedrock:*::foundation-model/anthropic.claude-3-5-haiku-20241022-v1:0",
+        "arn:TOKEN:bedrock:*::foundation-model/meta.llama3-2-1b-instruct-v1:0",
+        "arn:TOKEN:bedrock:TOKEN::foundation-model/anthropic.claude-3-haiku-20240307-v1:0",
+        "arn:TOKEN:bedrock:TOKEN:TOKEN:inference-profile/us.anthropic.claude-3-5-haiku-20241022-v1:0",
+        "arn:aws:bedrock:us-east-1:123456789012:inference-profile/eu.meta.llama3-2-1b-instruct-v1:0",
+    ]
     network = statements["ManageJobNetworkInterfacesInVpc"]
     assert list(network["Condition"]) == ["ArnEquals"] and "ec2:Vpc" in network["Condition"]["ArnEquals"]
+    # ec2:Vpc is no condition key of the interface CreateNetworkInterface creates: that resource stands alone.
+    create = statements["CreateJobNetworkInterfaces"]
+    assert create["Action"] == "ec2:CreateNetworkInterface" and "Condition" not in create
+    assert _render(create["Resource"]) == "arn:TOKEN:ec2:TOKEN:TOKEN:network-interface/*"
+    assert statements["EncryptJobOutputs"]["Action"] == ["kms:DescribeKey", "kms:Encrypt"]
+    assert "Condition" not in statements["EncryptJobOutputs"]
+    assert statements["PublishProcessingJobMetrics"]["Condition"] == {
+        "StringEquals": {"cloudwatch:namespace": "/aws/sagemaker/ProcessingJobs"}
+    }
     assert statements["PassOwnRoleToProcessingJobs"]["Condition"] == {
         "StringEquals": {"iam:PassedToService": "sagemaker.amazonaws.com"}
     }

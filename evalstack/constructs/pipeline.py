@@ -158,9 +158,12 @@ class EvaluationPipeline(Construct):
         )  # fmt: skip
 
     def grant_stop_execution(self, grantee: iam.IGrantable) -> iam.Grant:
+        """Stop executions, and retry failed or stopped ones (what the runtime's stop() and retry() call)."""
         self._acknowledge_executions(grantee)
         return iam.Grant.add_to_principal(
-            grantee=grantee, actions=["sagemaker:StopPipelineExecution"], resource_arns=[self.execution_arn_pattern]
+            grantee=grantee,
+            actions=["sagemaker:RetryPipelineExecution", "sagemaker:StopPipelineExecution"],
+            resource_arns=[self.execution_arn_pattern],
         )
 
     def _acknowledge_executions(self, grantee: iam.IGrantable) -> None:

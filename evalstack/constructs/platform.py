@@ -183,10 +183,11 @@ class EvaluationPlatform(Construct):
         return out
 
     def grant_start_executions(self, grantee: iam.IGrantable) -> None:
-        """Start and follow executions of every pipeline, pass the role, read the parameters and results."""
+        """Start, follow, stop and retry every pipeline's executions; pass the role; read parameters and results."""
         for pipeline in self.pipelines.values():
             pipeline.grant_start_execution(grantee)
             pipeline.grant_read_executions(grantee)
+            pipeline.grant_stop_execution(grantee)
         self.role.grant_pass_role(grantee)
         self.bucket.grant_read_write_output(grantee)
         for parameter in self.parameters.values():

@@ -87,7 +87,7 @@ class EvaluationRole(Construct):
             ["sagemaker:AddAssociation", "sagemaker:AddTags", "sagemaker:AssociateTrialComponent",
              "sagemaker:CreateExperiment", "sagemaker:CreateTrial", "sagemaker:DescribeExperiment",
              "sagemaker:DescribeTrial"],
-            [self._arn("sagemaker", "experiment", f"{pipeline_name_prefix}*"),
+            [self._arn("sagemaker", "experiment", f"{pipeline_name_prefix.lower()}*"),
              self._arn("sagemaker", "experiment-trial", "*"),
              self._arn("sagemaker", "experiment-trial-component", "*")],
             wildcard_reason="PipelineExperimentConfig records each execution as a trial named by its execution id "
@@ -106,12 +106,22 @@ class EvaluationRole(Construct):
                 stack.format_arn(
                     service="logs",
                     resource="log-group",
-                    resource_name="/aws/sagemaker/ProcessingJobs:*",
+                    resource_name=name,
                     arn_format=ArnFormat.COLON_RESOURCE_NAME,
                 )
+                # CreateLogGroup and DescribeLogStreams name the group itself, the others its streams.
+                for name in ("/aws/sagemaker/ProcessingJobs", "/aws/sagemaker/ProcessingJobs:*")
             ],
             wildcard_reason="Log streams of the /aws/sagemaker/ProcessingJobs group are named per job at run time; "
             "the grant is limited to that one log group.",
+        )
+        self._add(
+            "PublishProcessingJobMetrics",
+            ["cloudwatch:PutMetricData"],
+            ["*"],
+            {"StringEquals": {"cloudwatch:namespace": "/aws/sagemaker/ProcessingJobs"}},
+            wildcard_reason="cloudwatch:PutMetricData supports no resource-level permissions; the "
+            "cloudwatch:namespace condition limits it to SageMaker's processing-job namespace.",
         )
         if image_repositories:
             self._add("PullProcessingImage", list(ECR_PULL_ACTIONS), [r.repository_arn for r in image_repositories])
@@ -133,6 +143,8 @@ class EvaluationRole(Construct):
                 "InvokeNamedBedrockModels",
                 ["bedrock:InvokeModel", "bedrock:InvokeModelWithResponseStream"],
                 sorted({arn for model in bedrock_models for arn in self._bedrock_arns(model)}),
+                wildcard_reason="A cross-region inference profile routes each call to its foundation model in any "
+                "Region of the profile's geography, and Bedrock authorizes that model too; only the named model.",
             )
         if secret_arns:
             self._add("ReadModelApiKeys", ["secretsmanager:GetSecretValue"], list(secret_arns))
@@ -152,10 +164,13 @@ class EvaluationRole(Construct):
         # job's EBS volumes, with the caller's (this role's) permission.
         self._add(
             "EncryptJobVolumes",
-            ["kms:CreateGrant", "kms:DescribeKey"],
+            ["kms:CreateGrant"],
             [key.key_arn],
             {"Bool": {"kms:GrantIsForAWSResource": "true"}},
         )
+        # An output KmsKeyId needs kms:Encrypt (SageMaker's CreateProcessingJob execution-role permissions);
+        # kms:GrantIsForAWSResource does not apply to these actions, so they stand in their own statement.
+        self._add("EncryptJobOutputs", ["kms:DescribeKey", "kms:Encrypt"], [key.key_arn])
 
     def _arn(self, service: str, resource: str, name: str) -> str:
         return self._stack.format_arn(service=service, resource=resource, resource_name=name)
@@ -180,7 +195,11 @@ class EvaluationRole(Construct):
 
     def _bedrock_arns(self, model: str) -> list[str]:
         if model.startswith("arn:"):
-            return [model]
+            if ":inference-profile/" not in model:
+                return [model]
+            # A system-defined profile ARN grants nothing by itself: the routed-to model must be allowed too.
+            profile = model.rsplit("/", 1)[1]
+            return [model, *self._bedrock_arns(profile)[1:]]
         if model.startswith(_PROFILE_PREFIXES):
             # A cross-region profile routes to the foundation model in any region of its geography.
             base = model.split(".", 1)[1]
@@ -194,6 +213,16 @@ class EvaluationRole(Construct):
 
     def _grant_network(self, network: EvaluationNetwork) -> None:
         vpc_arn = self._arn("ec2", "vpc", network.vpc.vpc_id)
+        # ec2:Vpc is not a condition key of the network-interface resource that CreateNetworkInterface
+        # creates, so that one resource is allowed without it; the subnet and security group the call
+        # also names must still be in the evaluation VPC (the statement below).
+        self._add(
+            "CreateJobNetworkInterfaces",
+            ["ec2:CreateNetworkInterface"],
+            [self._arn("ec2", "network-interface", "*")],
+            wildcard_reason="Network interfaces are created per job; CreateNetworkInterface also needs the subnet "
+            "and security group, which the next statement limits to the evaluation VPC.",
+        )
         self._add(
             "ManageJobNetworkInterfacesInVpc",
             ["ec2:CreateNetworkInterface", "ec2:CreateNetworkInterfacePermission", "ec2:DeleteNetworkInterface",
