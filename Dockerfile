@@ -1,8 +1,8 @@
 # evalstack processing image: every pipeline step runs `python3 -m evalstack.pipeline.step ...` in it.
-# Build: docker build -t evalstack .   (add --build-arg EXTRAS="[bertscore]" for BERTScore/torch)
+# Build: docker build -t evalstack .   (--build-arg EXTRAS="[sagemaker-mlflow,bertscore]" adds BERTScore/torch)
 FROM python:3.11-slim
 
-ARG EXTRAS=""
+ARG EXTRAS="[sagemaker-mlflow]"
 ENV PYTHONDONTWRITEBYTECODE=1 \
     PYTHONUNBUFFERED=1 \
     PIP_NO_CACHE_DIR=1 \

@@ -78,3 +78,29 @@ def test_no_shared_ids_is_an_error() -> None:
     b = [{"id": "other", "subtask": None, "scores": {"acc": 0.0}}]
     with pytest.raises(ValueError, match="share no sample id"):
         compare(a, b, Aggregate({"acc": 1.0}), Aggregate({"acc": 0.0}), seed=0)
+
+
+def test_regression_direction_comes_from_the_paired_test() -> None:
+    # Sentence-level BLEU clearly better for the candidate, while the corpus aggregate (a different
+    # statistic) says worse: the samples, not the aggregate, decide whether it regressed.
+    cand = [80.0 + i % 5 for i in range(40)]
+    base = [10.0 + i % 7 for i in range(40)]
+    out = compare(
+        records([{"bleu": v} for v in cand], [None] * 40),
+        records([{"bleu": v} for v in base], [None] * 40),
+        Aggregate({"bleu": 24.7}),
+        Aggregate({"bleu": 81.2}),
+        seed=3,
+    )
+    test = out["significance"]["bleu"]
+    assert test["significant"] and test["mean_difference"] > 0 and not test["regressed"]
+    assert out["improvement"]["bleu"] < 0
+    assert out["significant_regression"] is False
+    flipped = compare(
+        records([{"bleu": v} for v in base], [None] * 40),
+        records([{"bleu": v} for v in cand], [None] * 40),
+        Aggregate({"bleu": 81.2}),
+        Aggregate({"bleu": 24.7}),
+        seed=3,
+    )
+    assert flipped["significance"]["bleu"]["regressed"] and flipped["significant_regression"] is True

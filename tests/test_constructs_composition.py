@@ -20,6 +20,7 @@ from evalstack.constructs import (
     repository_image,
 )
 from evalstack.constructs.app import platform_props
+from evalstack.constructs.continuous import validate_template
 from evalstack.spec import SpecError
 
 KEY_ARN = "arn:aws:kms:us-east-1:123456789012:key/1234abcd-12ab-34cd-56ef-1234567890ab"
@@ -133,6 +134,13 @@ def test_continuous_evaluation_validates_the_template_at_synth_time() -> None:
             stack, "C", pipeline=pipeline, bucket=bucket, key=key.key, model_package_group="g",
             evaluation={"eval_type": "benchmark", "benchmark": "MMLX"},
         )  # fmt: skip
+
+
+@pytest.mark.parametrize("name", ["base_model", "version", "model_package_group"])
+def test_continuous_evaluation_refuses_fields_the_trigger_would_refuse(name: str) -> None:
+    evaluation = {"eval_type": "benchmark", "benchmark": "MMLU", name: {"version": 1}.get(name, "x")}
+    with pytest.raises(ValueError, match=rf"ContinuousEvaluation.evaluation: field '{name}' cannot be set"):
+        validate_template(evaluation, "g")
 
 
 def test_repository_image_needs_a_dockerfile(tmp_path: Path) -> None:

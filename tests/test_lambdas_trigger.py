@@ -13,6 +13,7 @@ import pytest
 from botocore.stub import Stubber
 
 from evalstack.lambdas import trigger
+from evalstack.models.model_package import BASE_MODEL_KEY
 from evalstack.pipeline.definition import build_definition
 from evalstack.spec import EvaluationSpec
 from tests.support.eventbridge import model_package_state_change, scheduler_invocation
@@ -28,8 +29,9 @@ class Deployment:
     group: str
     key_arn: str
 
-    def packages(self, *statuses: str) -> list[str]:
+    def packages(self, *statuses: str, metadata: dict[str, str] | None = None) -> list[str]:
         sm = boto3.client("sagemaker")
+        extra = {"CustomerMetadataProperties": metadata} if metadata else {}
         return [
             sm.create_model_package(
                 ModelPackageGroupName=self.group,
@@ -39,6 +41,7 @@ class Deployment:
                     "SupportedContentTypes": ["application/json"],
                     "SupportedResponseMIMETypes": ["application/json"],
                 },
+                **extra,
             )["ModelPackageArn"]
             for status in statuses
         ]
@@ -185,3 +188,60 @@ def test_ten_executing_evaluations_defer_the_start(deployment: Deployment) -> No
             )
         stub.assert_no_pending_responses()
     assert boto3.client("s3").list_objects_v2(Bucket=deployment.bucket).get("KeyCount") == 0
+
+
+def test_first_package_of_a_group_takes_its_base_from_its_metadata(deployment: Deployment) -> None:
+    base = "bedrock:meta.llama3-8b-instruct-v1:0"
+    (package,) = deployment.packages("PendingManualApproval", metadata={BASE_MODEL_KEY: base})
+
+    result = trigger.handler(model_package_state_change(package, deployment.group, 1, "PendingManualApproval", "e-1"))
+
+    assert (result["model_package_arn"], result["base_model_package_arn"]) == (package, base)
+    spec = EvaluationSpec.from_json(_read(result["spec_uri"]), source=result["spec_uri"])
+    assert (spec.model, spec.base_model, spec.evaluate_base_model) == (package, base, True)
+    assert _parameters(result["pipeline_execution_arn"])["EvaluateBaseModel"] == "true"
+
+
+def test_first_package_without_base_metadata_is_evaluated_alone(
+    deployment: Deployment, caplog: pytest.LogCaptureFixture
+) -> None:
+    (package,) = deployment.packages("PendingManualApproval")
+
+    with caplog.at_level("INFO", logger="evalstack"):
+        result = trigger.handler(
+            model_package_state_change(package, deployment.group, 1, "PendingManualApproval", "e-1")
+        )
+
+    assert (result["status"], result["base_model_package_arn"]) == ("started", None)
+    spec = EvaluationSpec.from_json(_read(result["spec_uri"]), source=result["spec_uri"])
+    assert (spec.base_model, spec.evaluate_base_model) == (None, False)
+    assert _parameters(result["pipeline_execution_arn"])["EvaluateBaseModel"] == "false"
+    (why,) = [r.evalstack for r in caplog.records if r.getMessage() == "trigger.no_base_model"]
+    assert why["model_package_arn"] == package
+    assert BASE_MODEL_KEY in why["reason"]
+
+
+def test_trigger_reads_the_base_model_key_the_model_layer_writes() -> None:
+    assert trigger.BASE_MODEL_KEY == BASE_MODEL_KEY
+
+
+def test_redelivery_after_spec_was_written_reuses_that_spec(deployment: Deployment) -> None:
+    approved, pending = deployment.packages("Approved", "PendingManualApproval")
+    first = trigger.handler(scheduler_invocation("nightly", "2026-11-28T02:00:00Z"))
+    written = _read(first["spec_uri"])
+    # The first attempt died after StartPipelineExecution, before it wrote the marker ...
+    s3 = boto3.client("s3")
+    s3.delete_object(
+        Bucket=deployment.bucket, Key=first["spec_uri"].split("/", 3)[3].replace("spec.json", "execution.json")
+    )
+    # ... and a newer package was registered before the event came again.
+    deployment.packages("PendingManualApproval")
+
+    again = trigger.handler(scheduler_invocation("nightly", "2026-11-28T02:00:00Z", attempt=2))
+
+    assert (again["status"], again["token"], again["spec_uri"]) == ("started", first["token"], first["spec_uri"])
+    assert (again["model_package_arn"], again["base_model_package_arn"]) == (pending, approved)
+    assert _read(first["spec_uri"]) == written
+    # SageMaker returns the first execution for the same ClientRequestToken (moto starts another);
+    # either way the execution reads the spec the first attempt wrote.
+    assert _parameters(again["pipeline_execution_arn"]) == _parameters(first["pipeline_execution_arn"])

@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import time
 from concurrent.futures import ThreadPoolExecutor
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import pytest
@@ -151,3 +152,36 @@ def test_condition_on_parameters_and_fail_step_from_many_threads() -> None:
     assert [d["PipelineExecutionStatus"] for d in outcomes] == ["Succeeded", "Failed", "Succeeded", "Failed"]
     assert outcomes[1]["FailureReason"] == "score 0.1"
     assert len(client.list_pipeline_executions(PipelineName="gate")["PipelineExecutionSummaries"]) == 4
+    # CreatedAfter in every form botocore accepts: aware and naive (UTC) datetimes, ISO strings, epoch seconds.
+    past = datetime.now(UTC) - timedelta(hours=1)
+    for after in (past, past.replace(tzinfo=None), past.isoformat(), past.timestamp()):
+        listed = client.list_pipeline_executions(PipelineName="gate", CreatedAfter=after)
+        assert len(listed["PipelineExecutionSummaries"]) == 4
+    future = datetime.now(UTC) + timedelta(hours=1)
+    assert client.list_pipeline_executions(PipelineName="gate", CreatedAfter=future)["PipelineExecutionSummaries"] == []
+
+
+def test_a_failing_instance_stops_the_others(tmp_path: Path) -> None:
+    """algo-2 fails at once while algo-1 would run for a minute: the step fails and algo-1 is
+    terminated rather than left to finish (it never writes its end line)."""
+    log = tmp_path / "instances.log"
+    code = (
+        "import json, os, sys, time\n"
+        "root = os.environ['EVALSTACK_OPT_ML_ROOT']\n"
+        "host = json.load(open(os.path.join(root, 'config', 'resourceconfig.json')))['current_host']\n"
+        f"log = open({str(log)!r}, 'a')\n"
+        "log.write(host + ' start\\n'); log.flush()\n"
+        "if host == 'algo-2': sys.exit(3)\n"
+        "time.sleep(60); log.write(host + ' end\\n')\n"
+    )
+    step = _record_step("Shards", log)
+    step["Arguments"]["ProcessingResources"]["ClusterConfig"]["InstanceCount"] = 2
+    step["Arguments"]["AppSpecification"]["ContainerEntrypoint"] = ["python3", "-c", code]
+    definition = {"Version": "2020-12-01", "Parameters": [], "Steps": [step]}
+    client = LocalSageMakerClient()
+    client.create_pipeline(PipelineName="shards", PipelineDefinition=json.dumps(definition), RoleArn=ROLE_ARN)
+    arn = client.start_pipeline_execution(PipelineName="shards")["PipelineExecutionArn"]
+    described = _wait(client, arn, timeout=50)
+    assert described["PipelineExecutionStatus"] == "Failed"
+    assert "algo-2 exited with code 3" in described["FailureReason"]
+    assert "algo-1 end" not in log.read_text()

@@ -20,6 +20,7 @@ from evalstack.constructs.function import EvaluationFunction
 from evalstack.constructs.grants import ENCRYPT_DECRYPT_ACTIONS, grant_key
 from evalstack.constructs.nag import acknowledge_wildcard_resource
 from evalstack.constructs.pipeline import EvaluationPipeline
+from evalstack.lambdas.spec import TEMPLATE_FIELDS
 from evalstack.lambdas.trigger import SCHEDULER_INPUT
 from evalstack.spec import EvaluationSpec
 
@@ -33,6 +34,13 @@ _PLACEHOLDER_PACKAGE = "arn:aws:sagemaker:us-east-1:111111111111:model-package/p
 
 def validate_template(template: dict[str, Any], model_package_group: str) -> str:
     """The template as the trigger's SPEC_TEMPLATE, after EvaluationSpec accepted it with a placeholder model."""
+    # The trigger's build_spec refuses any other field: refuse it here, before it deploys.
+    for name in sorted(template):
+        if name not in TEMPLATE_FIELDS:
+            raise ValueError(
+                f"ContinuousEvaluation.evaluation: field {name!r} cannot be set in the template "
+                f"(the trigger fills in the model fields); allowed: {list(TEMPLATE_FIELDS)}"
+            )
     EvaluationSpec.from_dict(
         {**template, "model": _PLACEHOLDER_PACKAGE, "model_package_group": model_package_group},
         source="ContinuousEvaluation.evaluation",
@@ -114,6 +122,20 @@ class ContinuousEvaluation(Construct):
                 actions=["sagemaker:ListModelPackages"],
                 resources=["*"],
             )
+        )
+        packages = Stack.of(self).format_arn(
+            service="sagemaker", resource="model-package", resource_name=f"{model_package_group.lower()}/*"
+        )
+        role.add_to_policy(
+            iam.PolicyStatement(
+                sid="ReadCandidateBaseModel",
+                # The candidate's evalstack:base_model metadata, when the group has no other Approved package.
+                actions=["sagemaker:DescribeModelPackage"],
+                resources=[packages],
+            )
+        )
+        acknowledge_wildcard_resource(
+            role, packages, "Versions of the evaluated model package group only: they are registered after deployment."
         )
         acknowledge_wildcard_resource(
             role,

@@ -4,7 +4,8 @@ Invoked by an EventBridge Scheduler schedule (input built from the ``<aws.schedu
 attributes) or by an EventBridge rule on "SageMaker Model Package State Change". Delivery is
 at-least-once, so every request maps to an idempotency token: the schedule ARN plus its scheduled
 time, or the model package ARN. The token is the pipeline's ClientRequestToken and names the
-evaluation's S3 prefix, whose ``execution.json`` marker makes a redelivered event a no-op.
+evaluation's S3 prefix, whose ``execution.json`` marker makes a redelivered event a no-op; a
+``spec.json`` already there (the first attempt died before the marker) is reused as written.
 """
 
 from __future__ import annotations
@@ -32,6 +33,9 @@ SCHEDULER_INPUT = {
 MODEL_PACKAGE_EVENT = "SageMaker Model Package State Change"
 APPROVED = "Approved"
 PENDING = "PendingManualApproval"
+# The package metadata key naming its base model (evalstack.models.model_package.BASE_MODEL_KEY;
+# the Lambda asset cannot import it, tests/test_lambdas_trigger.py checks they agree).
+BASE_MODEL_KEY = "evalstack:base_model"
 # Reference API service limit: at most 10 evaluations run at once per account.
 DEFAULT_MAX_CONCURRENT = 10
 _DISPLAY_NAME_CHARS = 82
@@ -123,6 +127,24 @@ def latest_package(sm: Any, group: str, statuses: tuple[str, ...], exclude: str 
     return None
 
 
+def base_model_for(sm: Any, group: str, candidate: str) -> str | None:
+    """The base to compare ``candidate`` with: the newest other Approved package of the group, else
+    the reference its own metadata names, else None (the evaluation then runs without the base)."""
+    base = latest_package(sm, group, (APPROVED,), exclude=candidate)
+    if base is not None:
+        return base
+    metadata = sm.describe_model_package(ModelPackageName=candidate).get("CustomerMetadataProperties") or {}
+    base = metadata.get(BASE_MODEL_KEY)
+    if base is None:
+        log(
+            "trigger.no_base_model",
+            model_package_arn=candidate,
+            reason=f"no other Approved package in {group} and no {BASE_MODEL_KEY} metadata on the candidate: "
+            "evaluate_base_model is set to false for this evaluation",
+        )
+    return base
+
+
 def executing_count(sm: Any, pipelines: tuple[str, ...]) -> int:
     # ListPipelineExecutions has no status filter: count the summaries that are still Executing.
     count = 0
@@ -149,10 +171,19 @@ def start_evaluation(event: dict[str, Any], config: TriggerConfig, *, sm: Any, s
         log("trigger.duplicate", token=token, pipeline_execution_arn=marker["pipeline_execution_arn"])
         return {"status": "duplicate", **marker}
 
-    candidate = request.model_package_arn or latest_package(sm, config.model_package_group, config.candidate_statuses)
-    if candidate is None:
-        log("trigger.no_model_package", group=config.model_package_group, statuses=config.candidate_statuses)
-        return {"status": "no-model-package", "model_package_group": config.model_package_group}
+    spec_uri = join_uri(prefix, "spec.json")
+    # A first attempt that died after writing spec.json may already have started the execution that
+    # reads it (same token): reuse that spec rather than resolve a possibly newer package.
+    spec = read_json(s3, spec_uri)
+    if spec is None:
+        candidate = request.model_package_arn or latest_package(
+            sm, config.model_package_group, config.candidate_statuses
+        )
+        if candidate is None:
+            log("trigger.no_model_package", group=config.model_package_group, statuses=config.candidate_statuses)
+            return {"status": "no-model-package", "model_package_group": config.model_package_group}
+    else:
+        log("trigger.spec_reused", spec_uri=spec_uri, model=spec["model"], base_model=spec["base_model"])
 
     running = executing_count(sm, config.concurrency_pipelines)
     if running >= config.max_concurrent:
@@ -160,17 +191,18 @@ def start_evaluation(event: dict[str, Any], config: TriggerConfig, *, sm: Any, s
             f"{running} evaluations are executing (limit {config.max_concurrent}); retrying later"
         )
 
-    evaluate_base = bool(config.spec_template.get("evaluate_base_model"))
-    base = latest_package(sm, config.model_package_group, (APPROVED,), exclude=candidate) if evaluate_base else None
-    spec = build_spec(
-        config.spec_template,
-        model=candidate,
-        base_model=base,
-        model_package_group=config.model_package_group,
-        kms_key_id=config.kms_key_id,
-    )
-    spec_uri = join_uri(prefix, "spec.json")
-    write_text(s3, spec_uri, spec_json(spec), config.kms_key_id)
+    if spec is None:
+        wants_base = bool(config.spec_template.get("evaluate_base_model"))
+        base = base_model_for(sm, config.model_package_group, candidate) if wants_base else None
+        spec = build_spec(
+            {**config.spec_template, "evaluate_base_model": base is not None},
+            model=candidate,
+            base_model=base,
+            model_package_group=config.model_package_group,
+            kms_key_id=config.kms_key_id,
+        )
+        write_text(s3, spec_uri, spec_json(spec), config.kms_key_id)
+    candidate, base, evaluate_base = spec["model"], spec["base_model"], spec["evaluate_base_model"]
     response = sm.start_pipeline_execution(
         PipelineName=config.pipeline_name,
         PipelineExecutionDisplayName=request.display_name,

@@ -6,8 +6,9 @@ Shape (the reference's, with per-metric improvements and a significance section)
      "significance": {metric: test}, "significance_by_subtask": {subtask: {metric: test}},
      "significant_regression": bool}
 
-``significance`` is over all paired samples; a test is ``significant`` at p < 0.05, and
-``significant_regression`` is true when a metric got worse significantly.
+``significance`` is over all paired samples; a test is ``significant`` at p < 0.05 and ``regressed``
+when, in addition, the paired samples favour the base; ``significant_regression`` is true when any
+metric regressed.
 
 Samples are paired by record ``id``. A metric whose paired scores are all 0 or 1 gets McNemar's
 exact test: a two-sided binomial test (``scipy.stats.binomtest``, p = 0.5) on the discordant pairs.
@@ -43,6 +44,7 @@ def mcnemar_exact(candidate: Sequence[float], base: Sequence[float]) -> dict[str
         "base_only_correct": base_only,
         "p_value": float(p_value),
         "significant": bool(p_value < ALPHA),
+        "regressed": bool(p_value < ALPHA and base_only > candidate_only),
     }
 
 
@@ -65,6 +67,7 @@ def paired_bootstrap(
         "resamples": resamples,
         "p_value": p_value,
         "significant": bool(p_value < ALPHA),
+        "regressed": bool(p_value < ALPHA and observed < 0),
     }
 
 
@@ -120,7 +123,7 @@ def compare(
         "improvement": improvement,
         "significance": overall,
         "significance_by_subtask": subtasks,
-        "significant_regression": any(
-            test["significant"] and improvement.get(metric, 0.0) < 0 for metric, test in overall.items()
-        ),
+        # The direction comes from the paired test itself: for corpus metrics (BLEU) the aggregate
+        # difference and the per-sample test can point different ways.
+        "significant_regression": any(test["regressed"] for test in overall.values()),
     }

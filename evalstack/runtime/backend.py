@@ -139,7 +139,7 @@ _lock = threading.Lock()
 _backends: dict[tuple[Any, ...], Backend] = {}
 
 
-def _boto_session(session: Any, region: str | None) -> Any:
+def boto_session(session: Any, region: str | None) -> Any:
     """A boto3 Session from what the caller gave: nothing, a boto3 Session, or a SageMaker SDK Session."""
     import boto3
 
@@ -149,10 +149,10 @@ def _boto_session(session: Any, region: str | None) -> Any:
 
 
 def _sagemaker(session: Any, region: str | None) -> Backend:
-    boto_session = _boto_session(session, region)
+    aws = boto_session(session, region)
     # A SageMaker SDK Session carries its own client; a boto3 Session makes one (clients are thread-safe).
-    client = getattr(session, "sagemaker_client", None) or boto_session.client("sagemaker", region_name=region)
-    return Backend("sagemaker", client, boto_session, os.environ.get(STAGE_ENV, DEFAULT_STAGE))
+    client = getattr(session, "sagemaker_client", None) or aws.client("sagemaker", region_name=region)
+    return Backend("sagemaker", client, aws, os.environ.get(STAGE_ENV, DEFAULT_STAGE))
 
 
 def _local() -> Backend:

@@ -16,6 +16,7 @@ from evalstack.judge.custom import validate_custom_metrics
 from evalstack.judge.task import judge_reference
 from evalstack.models.model_package import BASE_MODEL_KEY, resolve_model_package
 from evalstack.models.reference import parse_model_reference
+from evalstack.runtime.backend import boto_session
 from evalstack.runtime.execution import EvaluationPipelineExecution
 from evalstack.runtime.launch import Attachment, start_evaluation
 from evalstack.spec import (
@@ -125,9 +126,7 @@ class _Evaluator:
         """With evaluate_base_model and no base_model, the model package's metadata names the base."""
         if not spec.evaluate_base_model or spec.base_model:
             return spec
-        import boto3
-
-        client = boto3.client("sagemaker", region_name=self.region)
+        client = boto_session(self.sagemaker_session, self.region).client("sagemaker")
         info = resolve_model_package(spec.model, client)
         if not info.base_model:
             raise ValueError(

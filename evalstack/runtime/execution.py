@@ -275,7 +275,8 @@ class EvaluationPipelineExecution:
     def stop(self) -> None:
         """StopPipelineExecution (ClientError when it has already ended), then refresh."""
         self.backend.client.stop_pipeline_execution(
-            PipelineExecutionArn=self.arn, ClientRequestToken=_token("stop", self.arn)
+            # A fresh token: after a retry(), stopping again is a new request, not a repeat of the first.
+            PipelineExecutionArn=self.arn, ClientRequestToken=_token("stop", self.arn, uuid.uuid4().hex)
         )
         self.refresh()
 

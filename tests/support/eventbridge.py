@@ -53,7 +53,9 @@ def model_package_state_change(package_arn: str, group: str, version: int, statu
     }
 
 
-def pipeline_execution_status_change(pipeline_arn: str, execution_arn: str, status: str, event_id: str) -> dict:
+def pipeline_execution_status_change(
+    pipeline_arn: str, execution_arn: str, status: str, event_id: str, started: str = "2026-11-28T12:00:05Z"
+) -> dict:
     return {
         "version": "0",
         "id": event_id,
@@ -67,7 +69,7 @@ def pipeline_execution_status_change(pipeline_arn: str, execution_arn: str, stat
             "pipelineExecutionDisplayName": "scheduled-2026-11-28T12-00-00Z",
             "currentPipelineExecutionStatus": status,
             "previousPipelineExecutionStatus": "Executing",
-            "executionStartTime": "2026-11-28T12:00:05Z",
+            "executionStartTime": started,
             "executionEndTime": "2026-11-28T12:58:41Z",
             "pipelineExecutionDescription": "",
             "pipelineArn": pipeline_arn,

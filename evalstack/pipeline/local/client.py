@@ -36,6 +36,7 @@ from botocore.errorfactory import ClientExceptionsFactory
 from botocore.exceptions import ClientError, ParamValidationError
 from botocore.model import ServiceModel
 from botocore.paginate import Paginator
+from botocore.utils import parse_timestamp
 from botocore.validate import ParamValidator
 
 from evalstack import storage
@@ -61,6 +62,14 @@ def _paginator_model() -> Any:
     import botocore.session
 
     return botocore.session.get_session().get_paginator_model("sagemaker")
+
+
+def _utc(value: Any) -> datetime | None:
+    """A timestamp as botocore sends it: datetimes (naive ones as UTC), ISO strings or epoch seconds."""
+    if value is None:
+        return None
+    stamp = value if isinstance(value, datetime) else parse_timestamp(value)
+    return stamp.replace(tzinfo=UTC) if stamp.tzinfo is None else stamp.astimezone(UTC)
 
 
 def _time(value: float | None) -> datetime | None:
@@ -396,7 +405,8 @@ class LocalSageMakerClient:
         self.reap_dead_runners()
         with self.store.connect() as db:
             rows = db.execute("SELECT * FROM executions WHERE pipeline_name = ?", (params["PipelineName"],)).fetchall()
-        after, before = params.get("CreatedAfter"), params.get("CreatedBefore")
+        # botocore accepts datetimes (naive = UTC), ISO strings and epoch numbers; compare them as it sends them.
+        after, before = (_utc(params.get(k)) for k in ("CreatedAfter", "CreatedBefore"))
         if after is not None:
             rows = [r for r in rows if _time(r["created"]) > after]
         if before is not None:

@@ -276,14 +276,19 @@ class Runner:
             procs.append((root, proc))
         pids = [p.pid for _, p in procs]
         self.store.update_step(self.arn, name, pids=pids)
-        while any(p.poll() is None for _, p in procs):
-            if self.stopping.is_set() or any(p.returncode not in (None, 0) for _, p in procs):
+        while True:
+            # Poll every instance each round: one that failed ends the step at once, whichever it is.
+            codes = [p.poll() for _, p in procs]
+            if None not in codes:
+                break
+            if self.stopping.is_set() or any(code not in (None, 0) for code in codes):
                 self._terminate(procs)
                 break
             time.sleep(POLL_SECONDS)
         if self.stopping.is_set():
             raise StepStopped()
-        for root, proc in procs:
+        # The instance that failed by itself explains the step, not the ones terminated because of it.
+        for root, proc in sorted(procs, key=lambda rp: rp[1].returncode < 0):
             if proc.returncode != 0:
                 message = root / "output" / "message"  # the container's own account, as SageMaker reports it
                 if message.is_file():
