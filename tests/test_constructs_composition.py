@@ -170,8 +170,9 @@ def _policy_statements(template: Template) -> list[dict]:
 
 
 def test_grant_stop_execution_is_scoped_to_the_pipelines_executions(byo_template: Template) -> None:
-    stops = [s for s in _policy_statements(byo_template) if s["Action"] == "sagemaker:StopPipelineExecution"]
+    stops = [s for s in _policy_statements(byo_template) if "sagemaker:StopPipelineExecution" in s["Action"]]
     assert len(stops) == 1
+    assert stops[0]["Action"] == ["sagemaker:RetryPipelineExecution", "sagemaker:StopPipelineExecution"]
     assert "pipeline/team-eval/execution/*" in str(stops[0]["Resource"])
 
 

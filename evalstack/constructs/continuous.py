@@ -59,7 +59,7 @@ class ContinuousEvaluation(Construct):
       pipeline: the EvaluationPipeline to start (its eval type must match ``evaluation``) (required).
       bucket: EvaluationBucket; specs and results go under ``<output prefix>/<pipeline name>/`` (required).
       key: KMS key (required). model_package_group: the group to evaluate (required).
-      evaluation: the spec template: EvaluationSpec fields except the model ones (required).
+      evaluation: the spec template: only the trigger's TEMPLATE_FIELDS (required).
       schedule: EventBridge Scheduler expression. Default ``rate(1 day)``; None disables the schedule.
       schedule_timezone: default ``UTC``.
       evaluate_new_packages: also evaluate each newly registered (PendingManualApproval) package. Default True.
