@@ -49,16 +49,9 @@ def _mixed_rule(index: int, first_is_best: bool, second_is_best: bool, retry: bo
     return "both are fine I guess" if not retry else "really cannot say"
 
 
-@pytest.fixture
-def env(tmp_path, monkeypatch):
-    monkeypatch.setenv("EVALSTACK_HOME", str(tmp_path / "home"))
-    monkeypatch.setenv("EVALSTACK_CACHE", str(tmp_path / "cache.sqlite"))
-    return tmp_path
-
-
-def test_base_vs_fine_tuned_end_to_end(env):
+def test_base_vs_fine_tuned_end_to_end(tmp_path):
     rows = truthfulqa_questions(12)
-    dataset = write_dataset(env / "qa.jsonl", rows)
+    dataset = write_dataset(tmp_path / "qa.jsonl", rows)
     incorrect = {r["question"]: r["incorrect"] for r in rows}
     with serve(lambda p, b: incorrect[prompt_of(p, b)]) as base_server, serve(_judge(rows, _mixed_rule)) as judge:
         spec = judge_spec(
@@ -69,7 +62,7 @@ def test_base_vs_fine_tuned_end_to_end(env):
             evaluate_base_model=True,
         )
         spec.validate()
-        out = env / "out"
+        out = tmp_path / "out"
         report = evaluate_in_process(spec, str(out))
         assert len(base_server.requests) == 12  # the base answered every question; the candidate's came from data
 
@@ -98,9 +91,9 @@ def test_base_vs_fine_tuned_end_to_end(env):
     assert results["details"]["per_metric"]["helpfulness"]["n"] == 12
 
 
-def test_judge_that_always_prefers_the_first_answer_yields_ties(env):
+def test_judge_that_always_prefers_the_first_answer_yields_ties(tmp_path):
     rows = truthfulqa_questions(12)
-    dataset = write_dataset(env / "qa.jsonl", rows)
+    dataset = write_dataset(tmp_path / "qa.jsonl", rows)
     incorrect = {r["question"]: r["incorrect"] for r in rows}
     always_first = _judge(rows, lambda index, first_is_best, second_is_best, retry: '{"reasoning": "x", "winner": "A"}')
     with serve(lambda p, b: incorrect[prompt_of(p, b)]) as base_server, serve(always_first) as judge:

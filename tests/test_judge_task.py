@@ -63,16 +63,9 @@ def _judge_script(questions: list[str]):
     return script
 
 
-@pytest.fixture
-def env(tmp_path, monkeypatch):
-    monkeypatch.setenv("EVALSTACK_HOME", str(tmp_path / "home"))
-    monkeypatch.setenv("EVALSTACK_CACHE", str(tmp_path / "cache.sqlite"))
-    return tmp_path
-
-
-def test_scripted_judge_aggregates_parse_failures_and_retries(env):
+def test_scripted_judge_aggregates_parse_failures_and_retries(tmp_path):
     rows = truthfulqa_questions(12)
-    dataset = write_dataset(env / "qa.jsonl", rows)
+    dataset = write_dataset(tmp_path / "qa.jsonl", rows)
     with serve(_judge_script([r["question"] for r in rows])) as server:
         spec = judge_spec(dataset, f"openai:{server.base_url}?model=judge&api=chat", ["helpfulness", "refusal"])
         task = JudgeTask(spec, "candidate")
@@ -131,9 +124,9 @@ def test_scripted_judge_aggregates_parse_failures_and_retries(env):
     assert agg.details["retries"] == 5
 
 
-def test_rerun_is_served_from_the_cache(env):
+def test_rerun_is_served_from_the_cache(tmp_path):
     rows = truthfulqa_questions(12)
-    dataset = write_dataset(env / "qa.jsonl", rows)
+    dataset = write_dataset(tmp_path / "qa.jsonl", rows)
     with serve(_judge_script([r["question"] for r in rows])) as server:
         spec = judge_spec(dataset, f"openai:{server.base_url}?model=judge&api=chat", ["helpfulness"])
         first = JudgeTask(spec, "candidate")
@@ -144,9 +137,9 @@ def test_rerun_is_served_from_the_cache(env):
         assert len(server.requests) == sent == 16  # 12 first answers + 4 stricter retries, none repeated
 
 
-def test_reference_used_when_present_and_noted_when_absent(env):
+def test_reference_used_when_present_and_noted_when_absent(tmp_path):
     rows = truthfulqa_questions(12)
-    dataset = env / "qa.jsonl"
+    dataset = tmp_path / "qa.jsonl"
     write_dataset(dataset, rows)
     lines = dataset.read_text().splitlines()
     # Drop the reference of the last two rows.
@@ -169,9 +162,9 @@ def test_reference_used_when_present_and_noted_when_absent(env):
     assert agg.metrics["correctness"] == pytest.approx((10 * 1.0 + 2 * 0.25) / 12)
 
 
-def test_custom_metric_scale_and_candidate_generation(env):
+def test_custom_metric_scale_and_candidate_generation(tmp_path):
     rows = truthfulqa_questions(12)
-    dataset = write_dataset(env / "questions.jsonl", rows, responses=False)
+    dataset = write_dataset(tmp_path / "questions.jsonl", rows, responses=False)
     questions = [r["question"] for r in rows]
     custom = {
         "name": "truthfulness",
