@@ -14,7 +14,7 @@ $(STAMP): pyproject.toml package.json package-lock.json scripts/install-system-d
 	python3 -m venv $(VENV)
 	# torch first, pinned: the CPU build; a resolver left alone would fetch a multi-GB CUDA build.
 	$(PY) -m pip install --quiet torch==2.13.0
-	$(PY) -m pip install --quiet -e '.[bertscore,hf,cdk,bench,dev]'
+	$(PY) -m pip install --quiet -e '.[engine,bertscore,hf,bench,dev]'
 	npm ci --no-audit --no-fund --loglevel=error
 	touch $(STAMP)
 

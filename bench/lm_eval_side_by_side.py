@@ -2,6 +2,7 @@
 
     pip install 'evalstack[bench]'        # lm-eval, not a runtime dependency
     python -m bench.lm_eval_side_by_side [--limit 200] [--concurrency 8]
+    python -m bench.lm_eval_side_by_side --backend hf [--limit 40]   # local transformers: bench/lm_eval_hf.py
 
 Task: GSM8K, 5-shot (first five train examples), strict-match and flexible-extract, on the first
 ``--limit`` test questions of the original files in shared/benchmarks. lm-eval reads the same files
@@ -28,7 +29,7 @@ import time
 from pathlib import Path
 from typing import Any
 
-from evalstack.benchmarks.source import DATA_ENV, data_root
+from evalstack.benchmarks.source import DATA_ENV, HF_SOURCE, data_root
 from evalstack.benchmarks.task import BenchmarkTask
 from evalstack.models import load_backend
 from evalstack.spec import EvaluationSpec
@@ -105,6 +106,8 @@ def _serve(test_path: str, port_queue: Any) -> None:
 
 def _subset(root: Path, limit: int) -> Path:
     """A data root holding the first ``limit`` GSM8K test questions and the full train file."""
+    if data_root() == HF_SOURCE:
+        raise SystemExit(f"set {DATA_ENV} to a data root folder (`evalstack data fetch GSM8K --root DIR` fills one)")
     source = Path(data_root()) / "gsm8k"
     target = root / "gsm8k"
     target.mkdir(parents=True)
@@ -159,7 +162,17 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--limit", type=int, default=200)
     parser.add_argument("--concurrency", type=int, default=8)
+    parser.add_argument(
+        "--backend", choices=("server", "hf"), default="server",
+        help="server: GSM8K against a scripted OpenAI-compatible server; hf: the local transformers "
+        "backend against lm-eval's HFLM (bench/lm_eval_hf.py)",
+    )  # fmt: skip
     args = parser.parse_args()
+    if args.backend == "hf":
+        from bench.lm_eval_hf import main as compare_hf
+
+        compare_hf(args.limit)
+        return
 
     with tempfile.TemporaryDirectory(prefix="evalstack-bench-") as scratch:
         data = _subset(Path(scratch) / "benchmarks", args.limit)

@@ -9,10 +9,18 @@ from evalstack.catalog.metrics import BuiltInMetric
 from evalstack.runtime.evaluators import (
     BenchMarkEvaluator,
     CustomScorerEvaluator,
+    DryRun,
     LLMAsJudgeEvaluator,
     VpcConfig,
 )
-from evalstack.runtime.execution import EvaluationPipelineExecution, PipelineExecutionStatus, StepDetail
+from evalstack.runtime.execution import (
+    EvaluationPipelineExecution,
+    ExecutionNotFoundError,
+    FailedStatusError,
+    PipelineExecutionStatus,
+    StepDetail,
+    TimeoutExceededError,
+)
 from evalstack.spec import CustomJudgeMetric
 
 __all__ = [
@@ -21,10 +29,14 @@ __all__ = [
     "BuiltInMetric",
     "CustomJudgeMetric",
     "CustomScorerEvaluator",
+    "DryRun",
     "EvaluationPipelineExecution",
+    "ExecutionNotFoundError",
+    "FailedStatusError",
     "LLMAsJudgeEvaluator",
     "PipelineExecutionStatus",
     "StepDetail",
+    "TimeoutExceededError",
     "VpcConfig",
     "get_benchmark_properties",
     "get_benchmarks",

@@ -7,6 +7,7 @@ at 1,024 characters, and every pipeline step reads it back with :func:`Evaluatio
 from __future__ import annotations
 
 import json
+import sys
 from dataclasses import asdict, dataclass, field
 from typing import Any, Literal
 
@@ -14,6 +15,7 @@ from evalstack.catalog import resolve_benchmark, resolve_builtin_metric, resolve
 from evalstack.catalog.benchmarks import BENCHMARKS
 from evalstack.catalog.hyperparameters import Hyperparameters
 from evalstack.catalog.limits import MAX_CUSTOM_METRICS, MAX_PROMPT_TEMPLATE_BYTES
+from evalstack.masking import mask_value
 
 SPEC_VERSION = 1
 EVAL_TYPES = ("benchmark", "custom_scorer", "llm_as_judge")
@@ -32,6 +34,12 @@ class ColumnMapping:
     response: str = "response"
     reference: str = "reference"
     context: str = "context"
+
+    def __post_init__(self) -> None:
+        for role, column in vars(self).items():
+            if not isinstance(column, str) or not column:
+                shown = type(column).__name__ if not isinstance(column, str) else "an empty string"
+                raise SpecError(f"columns.{role}: must be a column name (a non-empty string), got {shown} {column!r}")
 
 
 @dataclass
@@ -154,7 +162,8 @@ class EvaluationSpec:
         return asdict(self)
 
     def to_json(self) -> str:
-        return json.dumps(self.to_dict(), indent=2, sort_keys=True) + "\n"
+        """The spec as written to spec.json: secrets masked (a label may carry a pasted key), NaN refused."""
+        return json.dumps(mask_value(self.to_dict()), indent=2, sort_keys=True, allow_nan=False) + "\n"
 
     @classmethod
     def from_dict(cls, data: dict[str, Any], source: str = "spec") -> EvaluationSpec:
@@ -179,7 +188,7 @@ class EvaluationSpec:
                 fields["judge"] = JudgeSpec(**judge)
             fields["mlflow"] = MlflowSpec(**(fields.get("mlflow") or {}))
             spec = cls(**fields)
-        except TypeError as err:
+        except (TypeError, SpecError) as err:
             raise SpecError(f"{source}: {err}") from err
         try:
             return spec.validate()
@@ -192,4 +201,10 @@ class EvaluationSpec:
             data = json.loads(text)
         except json.JSONDecodeError as err:
             raise SpecError(f"{source}: line {err.lineno}: invalid JSON: {err.msg}") from err
+        except RecursionError:
+            raise SpecError(f"{source}: invalid JSON: nested too deeply to read") from None
+        except ValueError:  # the only other ValueError json raises: Python's integer-size limit
+            raise SpecError(
+                f"{source}: invalid JSON: a number has more than {sys.get_int_max_str_digits()} digits"
+            ) from None
         return cls.from_dict(data, source)

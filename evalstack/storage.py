@@ -4,6 +4,11 @@
 and otherwise to a local object folder (``$EVALSTACK_HOME/s3/<bucket>/<key>``), so the same URIs
 work on one machine with no AWS account. ``EVALSTACK_S3=local|aws`` forces the choice.
 
+Every location is parsed by :func:`parse_uri` and nothing else: ``s3://bucket/key`` with a valid
+bucket name and a normalised key (no ``.``/``..``/empty segments, no control characters), or a
+local path, plain or ``file://``. Anything else (``http://...``, ``s3:/b``) is an error naming the
+accepted forms. The local object folder is confined to its root, checked on the resolved path.
+
 Every write is atomic: readers see the old object or the new one, never a torn file.
 """
 
@@ -11,18 +16,79 @@ from __future__ import annotations
 
 import contextlib
 import io
+import ipaddress
 import os
+import re
 import shutil
+import sqlite3
 import tempfile
+import threading
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import IO, Any
-from urllib.parse import urlparse
+
+HOME_ENV = "EVALSTACK_HOME"
+ACCEPTED_FORMS = (
+    "s3://bucket/key (a valid S3 bucket name, a key without '.', '..' or empty segments) "
+    "or a local path (plain or file:///absolute/path)"
+)
+
+_SCHEME = re.compile(r"^[A-Za-z][A-Za-z0-9+.-]*:")
+_BUCKET = re.compile(r"^[a-z0-9][a-z0-9.-]{1,61}[a-z0-9]$")
+_CONTROL = re.compile(r"[\x00-\x1f\x7f]")
+_pinned: dict[str, Path] = {}
+_pinned_lock = threading.Lock()
+
+
+class UriError(ValueError):
+    """A location that is neither a valid ``s3://bucket/key`` nor a local path."""
+
+
+def absolute_path(raw: str) -> Path:
+    """``raw`` (``~`` expanded) made absolute against the working directory of its first use.
+
+    Pinned per process: a relative ``EVALSTACK_HOME`` keeps meaning the same folder after a chdir,
+    and is handed to child processes (which run in scratch folders) as the absolute path.
+    """
+    with _pinned_lock:
+        if raw not in _pinned:
+            _pinned[raw] = Path(os.path.abspath(os.path.expanduser(raw)))
+        return _pinned[raw]
 
 
 def evalstack_home() -> Path:
-    return Path(os.environ.get("EVALSTACK_HOME", Path.home() / ".evalstack"))
+    return absolute_path(os.environ.get(HOME_ENV) or str(Path.home() / ".evalstack"))
+
+
+class CorruptDatabaseError(RuntimeError):
+    """A SQLite file of evalstack (state database, response cache) that SQLite cannot read."""
+
+
+def is_corrupt(err: sqlite3.Error) -> bool:
+    """True for "file is not a database" and "database disk image is malformed", not for a busy lock."""
+    return getattr(err, "sqlite_errorname", "") in ("SQLITE_NOTADB", "SQLITE_CORRUPT")
+
+
+def is_locked(err: sqlite3.Error) -> bool:
+    """True when another connection holds the lock SQLite needed (after its busy timeout ran out)."""
+    name = getattr(err, "sqlite_errorname", "")
+    return name.startswith(("SQLITE_BUSY", "SQLITE_LOCKED")) or "locked" in str(err)
+
+
+def env_number(name: str, default: float) -> float:
+    """A positive number from the environment (tuning knobs such as busy timeouts), else ``default``."""
+    raw = os.environ.get(name, "").strip()
+    if not raw:
+        return default
+    problem = ValueError(f"{name}: must be a positive number, got {raw!r}")
+    try:
+        value = float(raw)
+    except ValueError:
+        raise problem from None
+    if not 0 < value < float("inf"):
+        raise problem
+    return value
 
 
 @dataclass(frozen=True)
@@ -31,11 +97,68 @@ class S3Location:
     key: str
 
 
+def _bucket_problem(bucket: str) -> str | None:
+    if not _BUCKET.match(bucket):
+        return (
+            "a bucket name has 3-63 characters: lowercase letters, digits, '.' and '-', "
+            "starting and ending with a letter or digit"
+        )
+    if ".." in bucket:
+        return "a bucket name has no two adjacent periods"
+    with contextlib.suppress(ValueError):
+        ipaddress.IPv4Address(bucket)
+        return "a bucket name is not an IP address"
+    if bucket.startswith("xn--") or bucket.endswith(("-s3alias", "--ol-s3")):
+        return "the bucket name uses a prefix or suffix S3 reserves"
+    return None
+
+
+def _key_problem(key: str) -> str | None:
+    if _CONTROL.search(key):
+        return "the key has a control character"
+    segments = key.split("/")
+    if segments and segments[-1] == "":
+        segments.pop()  # a trailing '/' marks a prefix
+    if key and any(s in ("", ".", "..") for s in segments):
+        return "the key has a '.', '..' or empty segment"
+    return None
+
+
+def parse_uri(uri: str, what: str | None = None) -> S3Location | Path:
+    """The one parser of locations: an :class:`S3Location` or a local :class:`Path`.
+
+    ``what`` names the field the location came from, for the error message.
+    """
+
+    def fail(reason: str) -> UriError:
+        field = f"{what}: " if what else ""
+        return UriError(f"{field}unsupported location {uri!r} ({reason}); use {ACCEPTED_FORMS}")
+
+    if not isinstance(uri, str) or not uri:
+        raise fail("not a non-empty string")
+    if uri.startswith("s3://"):
+        bucket, _, key = uri[len("s3://") :].partition("/")
+        problem = _bucket_problem(bucket) or _key_problem(key)
+        if problem:
+            raise fail(problem)
+        return S3Location(bucket, key)
+    if _CONTROL.search(uri):
+        raise fail("it has a control character")
+    if uri.startswith("file://"):
+        host, slash, path = uri[len("file://") :].partition("/")
+        if host not in ("", "localhost") or not slash:
+            raise fail("a file:// URI names an absolute path on this machine: file:///path")
+        return Path("/" + path)
+    if _SCHEME.match(uri):
+        raise fail(f"scheme {uri.split(':', 1)[0]!r} is not supported")
+    return Path(uri)
+
+
 def parse_s3(uri: str) -> S3Location:
-    parsed = urlparse(uri)
-    if parsed.scheme != "s3" or not parsed.netloc:
-        raise ValueError(f"Not an s3:// URI: {uri!r}")
-    return S3Location(parsed.netloc, parsed.path.lstrip("/"))
+    loc = parse_uri(uri)
+    if not isinstance(loc, S3Location):
+        raise UriError(f"not an s3:// URI: {uri!r}; use s3://bucket/key")
+    return loc
 
 
 def is_s3(uri: str) -> bool:
@@ -54,22 +177,32 @@ def s3_uses_aws() -> bool:
     return boto3.Session().get_credentials() is not None
 
 
+def local_object_root() -> Path:
+    """The folder standing in for S3 when no AWS is configured."""
+    return evalstack_home() / "s3"
+
+
 def local_path(uri: str) -> Path:
     """The local file behind ``uri``: a plain path, ``file://`` or a locally mapped ``s3://`` object."""
-    if is_s3(uri):
-        loc = parse_s3(uri)
-        return evalstack_home() / "s3" / loc.bucket / loc.key
-    if uri.startswith("file://"):
-        return Path(urlparse(uri).path)
-    return Path(uri)
+    loc = parse_uri(uri)
+    if isinstance(loc, Path):
+        return loc
+    root = local_object_root()
+    target = root / loc.bucket / loc.key
+    # Checked on the resolved path, so a symlink planted under the root cannot lead out of it either.
+    if not target.resolve().is_relative_to(root.resolve()):
+        raise UriError(f"{uri!r} resolves outside the local object folder {root}")
+    return target
 
 
-def absolute(uri: str) -> str:
+def absolute(uri: str, what: str | None = None) -> str:
     """``uri`` with a relative local path made absolute, so pipeline steps (other processes, other
-    working directories) find the same file; s3:// and file:// URIs are returned as they are."""
-    if is_s3(uri) or uri.startswith("file://"):
+    working directories) find the same file; s3:// and file:// URIs are returned as they are.
+    Raises :class:`UriError` for anything :func:`parse_uri` rejects."""
+    loc = parse_uri(uri, what)
+    if isinstance(loc, S3Location) or uri.startswith("file://"):
         return uri
-    return str(Path(uri).expanduser().resolve())
+    return str(loc.expanduser().resolve())
 
 
 def _s3_client() -> Any:
@@ -79,10 +212,17 @@ def _s3_client() -> Any:
 
 
 def join(base: str, *parts: str) -> str:
-    """Join URI or path segments with '/' (os.path.join would drop the scheme of s3://)."""
+    """Join URI or path segments with '/' (os.path.join would drop the scheme of s3://).
+
+    The result is parsed like any location, and no part may climb with '.' or '..'.
+    """
     out = base.rstrip("/")
     for part in parts:
-        out = f"{out}/{part.strip('/')}"
+        piece = part.strip("/")
+        if any(s in (".", "..") for s in piece.split("/")):
+            raise UriError(f"path segment {part!r} may not contain '.' or '..' (joining onto {base!r})")
+        out = f"{out}/{piece}"
+    parse_uri(out)
     return out
 
 
@@ -211,3 +351,12 @@ def list_uris(prefix: str) -> list[str]:
     for page in paginator.paginate(Bucket=loc.bucket, Prefix=loc.key):
         out.extend(f"s3://{loc.bucket}/{obj['Key']}" for obj in page.get("Contents", []))
     return sorted(out)
+
+
+def delete(uri: str) -> None:
+    """Remove one file or object; one that is already gone is not an error."""
+    if uses_local_files(uri):
+        local_path(uri).unlink(missing_ok=True)
+        return
+    loc = parse_s3(uri)
+    _s3_client().delete_object(Bucket=loc.bucket, Key=loc.key)

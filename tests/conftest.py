@@ -1,4 +1,4 @@
-"""Session-wide test settings: an isolated EVALSTACK_HOME and no ambient AWS credentials."""
+"""Session-wide test settings: an isolated EVALSTACK_HOME, no ambient AWS credentials, and the benchmark data root."""
 
 from __future__ import annotations
 
@@ -10,9 +10,27 @@ from pathlib import Path
 import pytest
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
-BENCHMARK_DATA = Path(os.environ.get("EVALSTACK_BENCHMARK_DATA", REPO_ROOT.parent / "shared" / "benchmarks"))
+# The small in-repo cut of every benchmark (see its MANIFEST.md); EVALSTACK_BENCHMARK_DATA, when set,
+# names a full data root laid out the same way (e.g. ../shared/benchmarks) and enables the full_data tests.
+FIXTURE_DATA = REPO_ROOT / "tests" / "fixtures" / "benchmarks"
+FULL_DATA = os.environ.get("EVALSTACK_BENCHMARK_DATA") or None
+BENCHMARK_DATA = Path(FULL_DATA).resolve() if FULL_DATA else FIXTURE_DATA  # absolute: steps run elsewhere
+FULL_DATA_REASON = "needs the full benchmark data: set EVALSTACK_BENCHMARK_DATA to its root (e.g. ../shared/benchmarks)"
 EXAMPLES = REPO_ROOT / "examples"
 TRUTHFULQA_QUESTIONS = 12
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    config.addinivalue_line("markers", f"full_data: {FULL_DATA_REASON}; skipped without it")
+
+
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    if FULL_DATA:
+        return
+    skip = pytest.mark.skip(reason=FULL_DATA_REASON)
+    for item in items:
+        if "full_data" in item.keywords:
+            item.add_marker(skip)
 
 
 @pytest.fixture(autouse=True)
@@ -32,6 +50,8 @@ def isolated_environment(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Pat
         "EVALSTACK_CACHE",
     ):
         monkeypatch.delenv(var, raising=False)
+    # Benchmark tasks (and the step subprocesses they start) read the same root as the tests.
+    monkeypatch.setenv("EVALSTACK_BENCHMARK_DATA", str(BENCHMARK_DATA))
     monkeypatch.setenv("AWS_SHARED_CREDENTIALS_FILE", str(tmp_path / "no-credentials"))
     monkeypatch.setenv("AWS_CONFIG_FILE", str(tmp_path / "no-config"))
     monkeypatch.setenv("AWS_EC2_METADATA_DISABLED", "true")
@@ -43,8 +63,9 @@ def isolated_environment(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Pat
 
 @pytest.fixture(scope="session")
 def benchmark_data() -> Path:
+    """The full data root named by EVALSTACK_BENCHMARK_DATA, else the in-repo fixtures."""
     if not (BENCHMARK_DATA / "MANIFEST.md").is_file():
-        raise RuntimeError(f"benchmark data not found at {BENCHMARK_DATA}; set EVALSTACK_BENCHMARK_DATA")
+        raise RuntimeError(f"EVALSTACK_BENCHMARK_DATA={FULL_DATA}: no MANIFEST.md there, so not a benchmark data root")
     return BENCHMARK_DATA
 
 

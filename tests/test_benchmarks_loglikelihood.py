@@ -12,10 +12,9 @@ from pathlib import Path
 import pytest
 
 from evalstack.benchmarks.task import BenchmarkTask
+from tests.conftest import FIXTURE_DATA
 from tests.support.openai_server import serve
 from tests.support.scripted_benchmarks import benchmark_spec, echo_reply, run
-
-FIXTURES = Path(__file__).parent / "fixtures"
 
 
 def test_mmlu_five_shot_loglikelihood_micro_average(benchmark_data: Path) -> None:
@@ -119,7 +118,8 @@ def test_arc_acc_and_acc_norm(benchmark_data: Path) -> None:
 @pytest.fixture
 def hellaswag_root(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
     root = tmp_path / "benchmarks"
-    shutil.copytree(FIXTURES / "hellaswag", root / "hellaswag")
+    # Its own root: the full data (shared/benchmarks) has no HellaSwag, only the in-repo fixture has.
+    shutil.copytree(FIXTURE_DATA / "hellaswag", root / "hellaswag")
     monkeypatch.setenv("EVALSTACK_BENCHMARK_DATA", str(root))
     return root
 

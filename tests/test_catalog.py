@@ -1,4 +1,4 @@
-"""The catalog's names, subtasks and sizes against the real benchmark files."""
+"""The catalog's names, subtasks and sizes; the sizes against the full benchmark files (``full_data``)."""
 
 from __future__ import annotations
 
@@ -68,6 +68,7 @@ def _jsonl_rows(path: Path) -> int:
     return sum(1 for line in path.read_text(encoding="utf-8").splitlines() if line.strip())
 
 
+@pytest.mark.full_data
 def test_mmlu_subjects_and_size_match_the_files(benchmark_data: Path) -> None:
     files = sorted((benchmark_data / "mmlu" / "test").glob("*_test.csv"))
     assert list(BENCHMARKS[Benchmark.MMLU].subtasks) == [f.name.removesuffix("_test.csv") for f in files]
@@ -75,6 +76,7 @@ def test_mmlu_subjects_and_size_match_the_files(benchmark_data: Path) -> None:
     assert sum(_csv_rows(f) for f in files) == BENCHMARKS[Benchmark.MMLU].num_samples == 14042
 
 
+@pytest.mark.full_data
 def test_bbh_tasks_and_size_match_the_files(benchmark_data: Path) -> None:
     files = sorted((benchmark_data / "bbh" / "bbh").glob("*.json"))
     assert list(BENCHMARKS[Benchmark.BBH].subtasks) == [f.stem for f in files]
@@ -82,6 +84,7 @@ def test_bbh_tasks_and_size_match_the_files(benchmark_data: Path) -> None:
     assert total == BENCHMARKS[Benchmark.BBH].num_samples == 6511
 
 
+@pytest.mark.full_data
 def test_math_subjects_and_sizes_match_the_file(benchmark_data: Path) -> None:
     counts: dict[str, int] = {}
     for line in (benchmark_data / "math" / "test.jsonl").read_text(encoding="utf-8").splitlines():
@@ -93,6 +96,7 @@ def test_math_subjects_and_sizes_match_the_file(benchmark_data: Path) -> None:
     assert sum(counts.values()) == info.num_samples == 5000
 
 
+@pytest.mark.full_data
 @pytest.mark.parametrize(
     ("bench", "relative", "count"),
     [
@@ -107,6 +111,7 @@ def test_single_file_sizes(benchmark_data: Path, bench: Benchmark, relative: str
     assert count(benchmark_data / relative) == BENCHMARKS[bench].num_samples
 
 
+@pytest.mark.full_data
 def test_arc_and_race_subtask_sizes(benchmark_data: Path) -> None:
     arc = BENCHMARKS[Benchmark.ARC]
     assert arc.subtasks == ("easy", "challenge")

@@ -71,13 +71,14 @@ def test_runs_a_custom_scorer_evaluation(tmp_path: Path) -> None:
         "--output", str(tmp_path),
     )  # fmt: skip
     assert out.returncode == 0, out.stderr
-    assert "| rouge1 |" in out.stdout and "| bleu |" in out.stdout
     results_line = next(line for line in out.stdout.splitlines() if line.startswith("Results:"))
     results = json.loads(Path(results_line.split(maxsplit=1)[1]).read_text())
     assert results["metrics"]["rouge1"] > 0
-    assert f"| rouge1 | {results['metrics']['rouge1']:.4f} |" in out.stdout
-    # The progress bar counts the items every shard finished.
-    assert "40/40" in out.stderr
+    rows = {line.split()[0]: line.split()[1] for line in out.stdout.splitlines() if line[:1].islower() and " " in line}
+    assert rows["rouge1"] == f"{results['metrics']['rouge1']:.4f}"
+    assert rows["bleu"] == f"{results['metrics']['bleu']:.4f}"
+    # Piped output gets no progress bar; the shards' progress files still count every item.
+    assert "item/s" not in out.stderr and "40/40" not in out.stderr
     assert read_progress(str(Path(results_line.split(maxsplit=1)[1]).parent)) == (40, 40)
 
 
@@ -118,6 +119,37 @@ def test_runs_a_benchmark_against_a_served_model(benchmark_data: Path, tmp_path:
             "--limit", "6", "--output", str(tmp_path),
         )  # fmt: skip
     assert out.returncode == 0, out.stderr
-    assert "| exact_match_strict | 1.0000 |" in out.stdout
-    assert "| exact_match_flexible | 1.0000 |" in out.stdout
+    rows = {line.split()[0]: line.split()[1] for line in out.stdout.splitlines() if line.startswith(("exact", "score"))}
+    assert rows == {"exact_match_strict": "1.0000", "exact_match_flexible": "1.0000", "score": "100.0000"}
     assert len(server.requests) == 6
+
+
+def test_progress_bar_draws_on_a_terminal_only_with_honest_rates(tmp_path: Path, monkeypatch) -> None:
+    """On a real pseudo-terminal the bar exists; items already done when it first appears are its
+    start, not counted as done in no time (which read as 906,877 item/s)."""
+    import pty
+    import types
+
+    from evalstack import storage
+    from evalstack.cli.evaluate_commands import _ProgressBar
+    from evalstack.engine.run import progress_uri
+
+    execution = types.SimpleNamespace(name="run", s3_output_path=str(tmp_path))
+    progress = progress_uri(str(tmp_path), "candidate", 0, 1)
+    master, slave = pty.openpty()
+    with os.fdopen(slave, "w") as terminal:
+        monkeypatch.setattr(sys, "stderr", terminal)
+        bar = _ProgressBar()
+        assert bar.enabled
+        storage.write_text(progress, json.dumps({"done": 900, "total": 1000}))
+        bar(execution)
+        assert "900/1000 [00:00<?, ?item/s" in str(bar.bar)  # no rate from items already done
+        storage.write_text(progress, json.dumps({"done": 1000, "total": 1000}))
+        bar(execution)
+        shown = bar.bar.format_dict
+        assert (shown["n"], shown["initial"], shown["total"]) == (1000, 900, 1000)
+        bar.close()
+    os.close(master)
+    with open(os.devnull, "w") as piped:
+        monkeypatch.setattr(sys, "stderr", piped)
+        assert not _ProgressBar().enabled

@@ -2,12 +2,14 @@
 
 The app of ``app.py`` is synthesized once per context for the whole session (tests/support/cdk.py):
 the default stack (new isolated VPC, Docker image asset, continuous evaluation and approval gate) and
-an existing-VPC variant (imported VPC, pushed image URI, no continuous evaluation).
+an existing-VPC variant (imported VPC, pushed image URI, no continuous evaluation). The composed team
+app (two stages, cross-stack references, two platforms on one VPC) is tests/test_constructs_team_app.py.
 """
 
 from __future__ import annotations
 
 import json
+import re
 from pathlib import Path
 from typing import Any
 
@@ -15,7 +17,7 @@ import pytest
 from cfnlint.api import lint
 
 from evalstack.lambdas.trigger import SCHEDULER_INPUT
-from tests.support.cdk import Synthesis, normalized, synthesize
+from tests.support.cdk import Synthesis, normalized, render, synthesize
 
 EVALUATION = {"eval_type": "benchmark", "benchmark": "MMLU", "subtasks": ["anatomy"], "evaluate_base_model": True}
 DEFAULT_CONTEXT = {
@@ -81,17 +83,14 @@ def _statements(synth: Synthesis) -> list[tuple[str, str, dict[str, Any]]]:
     return out
 
 
-def _render(value: Any) -> str:
-    """A CloudFormation string with its intrinsic parts replaced by placeholders."""
-    if isinstance(value, str):
-        return value
-    if "Fn::Join" in value:
-        separator, parts = value["Fn::Join"]
-        return separator.join(_render(p) for p in parts)
-    return "TOKEN"
 
 
 # --- cdk-nag v3 and CloudFormation validation ---------------------------------------------------------
+
+
+# CDK's own provider for restrict_default_security_group (a singleton Lambda outside evalstack's code).
+CDK_PROVIDER = "CustomVpcRestrictDefaultSGCustomResourceProvider"
+SSE_KMS_DENIALS = {"DenyUploadsNotSseKms", "DenyUploadsWithAnotherKey"}
 
 
 @pytest.mark.parametrize("pack", ["AwsSolutions", "Serverless", "CloudFormation Validate"])
@@ -144,10 +143,27 @@ def test_no_allow_statement_has_a_wildcard_action(synthesis: Synthesis) -> None:
     assert offending == []
 
 
-def test_only_ssl_denials_use_service_wildcards(synthesis: Synthesis) -> None:
+def test_denials_are_ssl_only_or_sse_kms_with_the_platform_key(synthesis: Synthesis) -> None:
+    sse_kms = []
     for _type, logical_id, statement in _statements(synthesis):
-        if statement["Effect"] == "Deny":
+        if statement["Effect"] != "Deny":
+            continue
+        if statement.get("Sid") in SSE_KMS_DENIALS:
+            assert statement["Action"] == "s3:PutObject", logical_id
+            sse_kms.append((statement["Sid"], statement["Condition"]["StringNotEqualsIfExists"]))
+        else:
             assert statement["Condition"] == {"Bool": {"aws:SecureTransport": "false"}}, logical_id
+    (key_arn,) = [c["s3:x-amz-server-side-encryption-aws-kms-key-id"] for sid, c in sse_kms if "Another" in sid]
+    assert sorted(sse_kms, key=str) == sorted(
+        [("DenyUploadsNotSseKms", {"s3:x-amz-server-side-encryption": "aws:kms"}),
+         ("DenyUploadsWithAnotherKey", {"s3:x-amz-server-side-encryption-aws-kms-key-id": key_arn})], key=str
+    )  # fmt: skip
+    assert key_arn == {"Fn::GetAtt": [_only_key(synthesis), "Arn"]}
+
+
+def _only_key(synth: Synthesis) -> str:
+    (logical_id,) = synth.resources("AWS::KMS::Key")
+    return logical_id
 
 
 def test_every_identity_policy_resource_is_scoped(synthesis: Synthesis) -> None:
@@ -157,22 +173,27 @@ def test_every_identity_policy_resource_is_scoped(synthesis: Synthesis) -> None:
             if "*" in _as_list(statement["Resource"]):
                 unscoped += [(logical_id, a) for a in _as_list(statement["Action"]) if a not in UNSCOPABLE_ACTIONS]
     assert unscoped == []
-    assert not any("Policies" in r["Properties"] for r in synthesis.resources("AWS::IAM::Role").values())
-    assert not any("ManagedPolicyArns" in r["Properties"] for r in synthesis.resources("AWS::IAM::Role").values())
+    ours = {k: r for k, r in synthesis.resources("AWS::IAM::Role").items() if not k.startswith(CDK_PROVIDER)}
+    assert not any("Policies" in r["Properties"] for r in ours.values())
+    assert not any("ManagedPolicyArns" in r["Properties"] for r in ours.values())
+
+
+def _policy(synth: Synthesis, prefix: str) -> dict[str, dict[str, Any]]:
+    (policy,) = [p for k, p in synth.resources("AWS::IAM::Policy").items() if k.startswith(prefix)]
+    return {s.get("Sid", f"#{i}"): s for i, s in enumerate(policy["Properties"]["PolicyDocument"]["Statement"])}
 
 
 def _role_policy(synth: Synthesis) -> dict[str, dict[str, Any]]:
-    (policy,) = [p for k, p in synth.resources("AWS::IAM::Policy").items() if k.startswith("PlatformRolePolicy")]
-    return {s["Sid"]: s for s in policy["Properties"]["PolicyDocument"]["Statement"] if "Sid" in s}
+    return _policy(synth, "PlatformRolePolicy")
 
 
 def test_execution_role_grants_only_named_models_and_vpc_interfaces(default_stack: Synthesis) -> None:
     statements = _role_policy(default_stack)
-    assert _render(statements["InvokeNamedEndpoints"]["Resource"]) == (
+    assert render(statements["InvokeNamedEndpoints"]["Resource"]) == (
         "arn:TOKEN:sagemaker:TOKEN:TOKEN:endpoint/candidate-endpoint"
     )
     # A cross-region profile (by id or ARN) also needs its foundation model, in any Region it routes to.
-    assert sorted(_render(r) for r in statements["InvokeNamedBedrockModels"]["Resource"]) == [
+    assert sorted(render(r) for r in statements["InvokeNamedBedrockModels"]["Resource"]) == [
         "arn:TOKEN:bedrock:*::foundation-model/anthropic.claude-3-5-haiku-20241022-v1:0",
         "arn:TOKEN:bedrock:*::foundation-model/meta.llama3-2-1b-instruct-v1:0",
         "arn:TOKEN:bedrock:TOKEN::foundation-model/anthropic.claude-3-haiku-20240307-v1:0",
@@ -184,23 +205,53 @@ def test_execution_role_grants_only_named_models_and_vpc_interfaces(default_stac
     # ec2:Vpc is no condition key of the interface CreateNetworkInterface creates: that resource stands alone.
     create = statements["CreateJobNetworkInterfaces"]
     assert create["Action"] == "ec2:CreateNetworkInterface" and "Condition" not in create
-    assert _render(create["Resource"]) == "arn:TOKEN:ec2:TOKEN:TOKEN:network-interface/*"
+    assert render(create["Resource"]) == "arn:TOKEN:ec2:TOKEN:TOKEN:network-interface/*"
     assert statements["EncryptJobOutputs"]["Action"] == ["kms:DescribeKey", "kms:Encrypt"]
     assert "Condition" not in statements["EncryptJobOutputs"]
     assert statements["PublishProcessingJobMetrics"]["Condition"] == {
         "StringEquals": {"cloudwatch:namespace": "/aws/sagemaker/ProcessingJobs"}
     }
-    assert statements["PassOwnRoleToProcessingJobs"]["Condition"] == {
-        "StringEquals": {"iam:PassedToService": "sagemaker.amazonaws.com"}
-    }
-    assert _render(statements["RunProcessingJobs"]["Resource"]) == (
-        "arn:TOKEN:sagemaker:TOKEN:TOKEN:processing-job/pipelines-*"
+    # The job role has data rights only: no control plane, no role passing.
+    actions = {a for s in statements.values() for a in _as_list(s["Action"])}
+    assert not {a for a in actions if a.startswith("sagemaker:Create") or a == "iam:PassRole"}
+
+
+def test_pipeline_role_creates_only_fenced_jobs_and_passes_only_the_job_role(default_stack: Synthesis) -> None:
+    statements = _policy(default_stack, "PlatformPipelineRolePolicy")
+    create = statements["CreateFencedProcessingJobs"]
+    assert create["Action"] == "sagemaker:CreateProcessingJob"
+    assert render(create["Resource"]) == "arn:TOKEN:sagemaker:TOKEN:TOKEN:processing-job/pipelines-*"
+    condition = create["Condition"]
+    key = {"Fn::GetAtt": [_only_key(default_stack), "Arn"]}
+    assert condition["ForAllValues:StringEquals"]["sagemaker:InstanceTypes"] == ["ml.m5.large", "ml.m5.xlarge"]
+    assert [s["Ref"] for s in condition["ForAllValues:StringEquals"]["sagemaker:VpcSubnets"]] == sorted(
+        default_stack.resources("AWS::EC2::Subnet")
     )
+    (group,) = condition["ForAllValues:StringEquals"]["sagemaker:VpcSecurityGroupIds"]
+    assert group["Fn::GetAtt"][0].startswith("PlatformNetworkJobSecurityGroup")
+    assert condition["Null"] == {
+        "sagemaker:InstanceTypes": "false", "sagemaker:VolumeKmsKey": "false", "sagemaker:VpcSubnets": "false",
+        "sagemaker:VpcSecurityGroupIds": "false",
+    }  # fmt: skip
+    assert condition["ArnEquals"] == {"sagemaker:VolumeKmsKey": key}
+    assert condition["ArnEqualsIfExists"] == {"sagemaker:OutputKmsKey": key}
+    assert condition["NumericLessThanEquals"] == {"sagemaker:MaxRuntimeInSeconds": 86400}
+    assert condition["Bool"] == {"sagemaker:InterContainerTrafficEncryption": "true"}
+    (pass_role,) = [s for s in statements.values() if s["Action"] == "iam:PassRole"]
+    assert pass_role["Condition"] == {"StringEquals": {"iam:PassedToService": "sagemaker.amazonaws.com"}}
+    (job_role,) = [
+        k for k, r in default_stack.resources("AWS::IAM::Role").items()
+        if "data rights only" in r["Properties"].get("Description", "")
+    ]  # fmt: skip
+    assert pass_role["Resource"] == {"Fn::GetAtt": [job_role, "Arn"]}
+    # The pipeline role reaches data only to read the Report step's property file.
+    data_actions = {a for s in statements.values() for a in _as_list(s["Action"]) if a.startswith("s3:")}
+    assert data_actions == {"s3:GetObject", "s3:ListBucket"}
 
 
 def test_pushed_image_uri_grants_pull_on_its_repository_only(existing_vpc_stack: Synthesis) -> None:
     statements = _role_policy(existing_vpc_stack)
-    assert _render(statements["PullProcessingImage"]["Resource"]) == (
+    assert render(statements["PullProcessingImage"]["Resource"]) == (
         "arn:TOKEN:ecr:us-east-1:123456789012:repository/evalstack"
     )
     assert "InvokeNamedBedrockModels" not in statements
@@ -234,11 +285,11 @@ def test_one_pipeline_per_kind_embeds_the_definition(default_stack: Synthesis) -
     assert names == ["evalstack-dev-benchmark", "evalstack-dev-custom-scorer", "evalstack-dev-llm-as-judge"]
     for pipeline in pipelines.values():
         assert [d for d in pipeline["DependsOn"] if d.startswith("PlatformRolePolicy")]
-        body = json.loads(_render(pipeline["Properties"]["PipelineDefinition"]["PipelineDefinitionBody"]))
+        body = json.loads(render(pipeline["Properties"]["PipelineDefinition"]["PipelineDefinitionBody"]))
         defaults = {p["Name"]: p.get("DefaultValue") for p in body["Parameters"]}
         assert defaults == {
             "SpecUri": None, "OutputPath": None, "EvaluateBaseModel": False, "ProcessingImageUri": "TOKEN",
-            "InstanceType": "ml.m5.xlarge", "InstanceCount": 1,
+            "InstanceType": "ml.m5.xlarge", "ReportInstanceType": "ml.m5.large", "InstanceCount": 1,
         }  # fmt: skip
         arguments = body["Steps"][0]["Arguments"]
         assert arguments["RoleArn"] == "TOKEN"
@@ -249,15 +300,28 @@ def test_one_pipeline_per_kind_embeds_the_definition(default_stack: Synthesis) -
 
 def test_vpc_endpoints_and_security_groups(synthesis: Synthesis) -> None:
     endpoints = synthesis.resources("AWS::EC2::VPCEndpoint").values()
-    services = sorted(_render(e["Properties"]["ServiceName"]).removeprefix("com.amazonaws.TOKEN.") for e in endpoints)
+    services = sorted(render(e["Properties"]["ServiceName"]).removeprefix("com.amazonaws.TOKEN.") for e in endpoints)
     assert services == [
         "bedrock-runtime", "ecr.api", "ecr.dkr", "logs", "s3", "sagemaker.api", "sagemaker.runtime", "secretsmanager",
         "sts",
     ]  # fmt: skip
+    cidr = "10.60.0.0/16" if synthesis.stack_name == "evalstack-dev" else "10.20.0.0/16"
     for group in synthesis.resources("AWS::EC2::SecurityGroup").values():
-        for rule in group["Properties"].get("SecurityGroupIngress", []):
-            assert (rule["FromPort"], rule["ToPort"], rule["IpProtocol"]) == (443, 443, "tcp")
-            assert rule["CidrIp"] in ("10.60.0.0/16", "10.20.0.0/16")
+        rules = group["Properties"].get("SecurityGroupIngress", []) + group["Properties"]["SecurityGroupEgress"]
+        for rule in rules:
+            # Egress of the groups without any is CDK's placeholder rule to 255.255.255.255/32 (no traffic).
+            if rule.get("CidrIp") == "255.255.255.255/32":
+                continue
+            assert (rule["FromPort"], rule["ToPort"], rule["IpProtocol"], rule["CidrIp"]) == (443, 443, "tcp", cidr)
+    for endpoint in synthesis.resources("AWS::EC2::VPCEndpoint").values():
+        statements = {s["Sid"]: s for s in endpoint["Properties"]["PolicyDocument"]["Statement"]}
+        service = render(endpoint["Properties"]["ServiceName"]).removeprefix("com.amazonaws.TOKEN.")
+        assert sorted(statements) == (["EcrImageLayers", "OnlyThisAccount"] if service == "s3" else ["OnlyThisAccount"])
+        for statement in statements.values():
+            assert statement["Principal"] == {"AWS": "*"}
+            assert statement["Condition"]["StringEquals"]["aws:PrincipalAccount"] == {"Ref": "AWS::AccountId"}
+        same_account = "aws:ResourceAccount" in statements["OnlyThisAccount"]["Condition"]["StringEquals"]
+        assert same_account == (service in ("s3", "sagemaker.api", "sagemaker.runtime", "logs", "secretsmanager"))
 
 
 def test_new_vpc_is_isolated_with_flow_logs(default_stack: Synthesis, existing_vpc_stack: Synthesis) -> None:
@@ -265,29 +329,74 @@ def test_new_vpc_is_isolated_with_flow_logs(default_stack: Synthesis, existing_v
     assert default_stack.resources("AWS::EC2::InternetGateway") == {}
     assert default_stack.resources("AWS::EC2::NatGateway") == {}
     assert len(default_stack.resources("AWS::EC2::FlowLog")) == 1
+    assert len(default_stack.resources("Custom::VpcRestrictDefaultSG")) == 1
     assert existing_vpc_stack.resources("AWS::EC2::VPC") == {}
     vpc_ids = {e["Properties"]["VpcId"] for e in existing_vpc_stack.resources("AWS::EC2::VPCEndpoint").values()}
     assert vpc_ids == {"vpc-0123456789abcdef0"}
 
 
 def test_lambdas_are_bounded_traced_and_have_dead_letter_queues(default_stack: Synthesis) -> None:
-    functions = default_stack.resources("AWS::Lambda::Function")
-    assert sorted(f["Properties"]["Handler"] for f in functions.values()) == [
-        "lambdas.approval.handler",
-        "lambdas.trigger.handler",
-    ]
-    for function in functions.values():
-        props = function["Properties"]
+    functions = {
+        f["Properties"]["Handler"]: f["Properties"]
+        for k, f in default_stack.resources("AWS::Lambda::Function").items()
+        if not k.startswith(CDK_PROVIDER)
+    }
+    assert sorted(functions) == ["lambdas.approval.handler", "lambdas.trigger.handler"]
+    assert functions["lambdas.approval.handler"]["ReservedConcurrentExecutions"] == 1
+    assert functions["lambdas.trigger.handler"]["ReservedConcurrentExecutions"] == 2
+    topics = default_stack.resources("AWS::SNS::Topic")
+    (alarm_topic,) = [k for k in topics if k.startswith("PlatformAlarmsTopic")]
+    for props in functions.values():
         assert props["Runtime"] == "python3.14"
         assert props["Timeout"] <= 120 and props["MemorySize"] == 256
         assert props["TracingConfig"] == {"Mode": "Active"}
         assert props["LoggingConfig"]["LogFormat"] == "JSON"
+        assert props["LoggingConfig"]["LogGroup"]["Ref"].startswith("Platform")
         assert "TargetArn" in props["DeadLetterConfig"] and "KmsKeyArn" in props
+    # One failure lands once in its function's DLQ; the failure destination is the alarm topic.
     for config in default_stack.resources("AWS::Lambda::EventInvokeConfig").values():
         assert config["Properties"]["MaximumRetryAttempts"] == 2
-        assert "Destination" in config["Properties"]["DestinationConfig"]["OnFailure"]
+        assert config["Properties"]["DestinationConfig"]["OnFailure"]["Destination"] == {"Ref": alarm_topic}
     for queue in default_stack.resources("AWS::SQS::Queue").values():
         assert "KmsMasterKeyId" in queue["Properties"]
+    names = sorted(g["Properties"]["LogGroupName"] for g in default_stack.resources("AWS::Logs::LogGroup").values())
+    assert names == [
+        "/evalstack/evalstack-dev/evalstack-dev-benchmark-gate",
+        "/evalstack/evalstack-dev/evalstack-dev-benchmark-trigger",
+        "/evalstack/evalstack-dev/flow-logs",
+    ]
+    (key,) = default_stack.resources("AWS::KMS::Key").values()
+    (logs_statement,) = [s for s in key["Properties"]["KeyPolicy"]["Statement"] if s["Sid"].startswith("Logs")]
+    assert render(logs_statement["Condition"]["ArnLike"]["kms:EncryptionContext:aws:logs:arn"]) == (
+        "arn:TOKEN:logs:TOKEN:TOKEN:log-group:/evalstack/evalstack-dev/*"
+    )
+
+
+def test_retry_queue_feeds_the_trigger_and_redrives_to_its_dead_letter_queue(default_stack: Synthesis) -> None:
+    (mapping,) = default_stack.resources("AWS::Lambda::EventSourceMapping").values()
+    props = mapping["Properties"]
+    assert props["BatchSize"] == 1 and props["FunctionResponseTypes"] == ["ReportBatchItemFailures"]
+    retry_id = props["EventSourceArn"]["Fn::GetAtt"][0]
+    retry = default_stack.resources("AWS::SQS::Queue")[retry_id]["Properties"]
+    dlq = retry["RedrivePolicy"]["deadLetterTargetArn"]["Fn::GetAtt"][0]
+    assert dlq.startswith("PlatformContinuousEvaluationTriggerDeadLetterQueue")
+    assert retry["RedrivePolicy"]["maxReceiveCount"] == 5
+    assert retry["VisibilityTimeout"] == 720  # six function timeouts
+
+
+def test_alarms_watch_dead_letters_errors_and_failed_evaluations(default_stack: Synthesis) -> None:
+    alarms = default_stack.resources("AWS::CloudWatch::Alarm").values()
+    metrics = sorted((a["Properties"].get("Namespace"), a["Properties"]["MetricName"]) for a in alarms)
+    assert metrics == [
+        ("AWS/Lambda", "Errors"), ("AWS/Lambda", "Errors"),
+        ("AWS/SQS", "ApproximateNumberOfMessagesVisible"), ("AWS/SQS", "ApproximateNumberOfMessagesVisible"),
+        ("AWS/Sagemaker/ModelBuildingPipeline", "ExecutionFailed"),
+        ("AWS/Sagemaker/ModelBuildingPipeline", "ExecutionFailed"),
+        ("AWS/Sagemaker/ModelBuildingPipeline", "ExecutionFailed"),
+    ]  # fmt: skip
+    for alarm in alarms:
+        (action,) = alarm["Properties"]["AlarmActions"]
+        assert action["Ref"].startswith("PlatformAlarmsTopic")
 
 
 def test_schedule_and_rules_feed_the_trigger_and_gate(default_stack: Synthesis) -> None:
@@ -312,14 +421,14 @@ def test_schedule_and_rules_feed_the_trigger_and_gate(default_stack: Synthesis) 
             "ModelApprovalStatus": ["PendingManualApproval"],
         },
     }
-    (topic,) = default_stack.resources("AWS::SNS::Topic").values()
-    assert "KmsMasterKeyId" in topic["Properties"]
+    for topic in default_stack.resources("AWS::SNS::Topic").values():
+        assert "KmsMasterKeyId" in topic["Properties"]
 
 
 def test_trigger_environment_carries_the_validated_template(default_stack: Synthesis) -> None:
     (trigger,) = [
         f for f in default_stack.resources("AWS::Lambda::Function").values()
-        if f["Properties"]["Handler"] == "lambdas.trigger.handler"
+        if f["Properties"].get("Handler") == "lambdas.trigger.handler"
     ]  # fmt: skip
     env = trigger["Properties"]["Environment"]["Variables"]
     assert json.loads(env["SPEC_TEMPLATE"]) == EVALUATION
@@ -328,6 +437,23 @@ def test_trigger_environment_carries_the_validated_template(default_stack: Synth
         "evalstack-dev-benchmark,evalstack-dev-custom-scorer,evalstack-dev-llm-as-judge"
     )
     assert env["MAX_CONCURRENT_EVALUATIONS"] == "10"
+    # Never a person's decision: only pending packages are evaluated.
+    assert env["CANDIDATE_STATUSES"] == "PendingManualApproval"
+    assert render(env["CONTROL_URI"]) == "s3://TOKEN/control/evalstack-dev-benchmark"
+    assert env["RETRY_QUEUE_URL"] == {"Ref": _retry_queue(default_stack)}
+    (gate,) = [
+        f for f in default_stack.resources("AWS::Lambda::Function").values()
+        if f["Properties"].get("Handler") == "lambdas.approval.handler"
+    ]  # fmt: skip
+    gate_env = gate["Properties"]["Environment"]["Variables"]
+    for name in ("CONTROL_URI", "SPEC_TEMPLATE", "PIPELINE_NAME", "MODEL_PACKAGE_GROUP"):
+        assert gate_env[name] == env[name], name
+    assert gate_env["GATED_STATUSES"] == "PendingManualApproval"
+
+
+def _retry_queue(synth: Synthesis) -> str:
+    (logical_id,) = [k for k in synth.resources("AWS::SQS::Queue") if "RetryQueue" in k]
+    return logical_id
 
 
 def test_ssm_parameters_let_the_runtime_find_the_pipelines(synthesis: Synthesis) -> None:
@@ -346,3 +472,62 @@ def test_ssm_parameters_let_the_runtime_find_the_pipelines(synthesis: Synthesis)
 
 def test_template_snapshot(synthesis: Synthesis, snapshot) -> None:
     assert normalized(synthesis.template) == snapshot
+
+
+def _object_grants(synth: Synthesis, action: str) -> dict[str, list[str]]:
+    """Policy logical id -> the object-key patterns it allows ``action`` on (bucket part dropped)."""
+    out: dict[str, list[str]] = {}
+    for logical_id, policy in synth.resources("AWS::IAM::Policy").items():
+        for statement in policy["Properties"]["PolicyDocument"]["Statement"]:
+            if statement["Effect"] == "Allow" and action in _as_list(statement["Action"]):
+                keys = [render(r).split("/", 1)[1] for r in _as_list(statement["Resource"]) if "/" in render(r)]
+                out.setdefault(logical_id, []).extend(keys)
+    return out
+
+
+def test_job_writes_only_outputs_and_only_the_trigger_writes_control(default_stack: Synthesis) -> None:
+    writes = _object_grants(default_stack, "s3:PutObject")
+    (job,) = [k for k in writes if k.startswith("PlatformRolePolicy")]
+    assert writes[job] == ["evaluations/*"]
+    control_writers = [k for k, keys in writes.items() if any(key.startswith("control/") for key in keys)]
+    assert len(control_writers) == 1 and control_writers[0].startswith("PlatformContinuousEvaluationTriggerRole")
+    assert writes[control_writers[0]] == ["control/evalstack-dev-benchmark/*"]
+    reads = _object_grants(default_stack, "s3:GetObject")
+    assert sorted(reads[job]) == ["control/evalstack-dev-benchmark/specs/*", "datasets/*", "evaluations/*"]
+    (gate,) = [k for k in reads if k.startswith("PlatformApprovalGateRole")]
+    assert sorted(reads[gate]) == ["control/evalstack-dev-benchmark/*", "evaluations/evalstack-dev-benchmark/*"]
+
+
+_ACTION = re.compile(r"^(?:[a-z0-9-]+:)?[A-Z][A-Za-z]+$")
+
+
+def _doc_table(section: str) -> dict[str, set[str]]:
+    """The IAM table of one docs/deploy.md section: statement id (or "(grant)") -> the actions listed."""
+    text = (Path(__file__).resolve().parents[1] / "docs" / "deploy.md").read_text()
+    body = text.split(f"### {section}", 1)[1].split("\n### ", 1)[0]
+    rows: dict[str, set[str]] = {}
+    for line in body.splitlines():
+        cells = [c.strip() for c in line.strip().strip("|").split("|")]
+        if len(cells) != 4 or cells[0] in ("statement", "---"):
+            continue
+        prefix, actions = "", set()
+        # Conditions follow " if "; abbreviated names take the service prefix of the name before them.
+        for token in re.findall(r"`([^`]+)`", cells[1].split(" if ")[0]):
+            if _ACTION.match(token):
+                prefix = token.split(":")[0] if ":" in token else prefix
+                actions.add(token if ":" in token else f"{prefix}:{token}")
+        rows.setdefault(cells[0], set()).update(actions)
+    return rows
+
+
+@pytest.mark.parametrize(("section", "policy"), [("Job role", "PlatformRolePolicy"),
+                                                 ("Pipeline role", "PlatformPipelineRolePolicy")])  # fmt: skip
+def test_deploy_doc_iam_tables_match_the_template(default_stack: Synthesis, section: str, policy: str) -> None:
+    documented = _doc_table(section)
+    statements = _policy(default_stack, policy)
+    named = {sid: set(_as_list(s["Action"])) for sid, s in statements.items() if not sid.startswith("#")}
+    granted = {a for sid, s in statements.items() if sid.startswith("#") for a in _as_list(s["Action"])}
+    assert {sid: documented.get(sid) for sid in named} == named
+    assert documented["(grant)"] == granted
+    # Rows the default stack does not synthesize are the optional grants (secrets, MLflow).
+    assert set(documented) - set(named) - {"(grant)"} <= {"ReadModelApiKeys", "TrackToMlflowServer"}

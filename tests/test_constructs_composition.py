@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from pathlib import Path
+import json
 
 import aws_cdk as cdk
 import pytest
@@ -13,15 +13,19 @@ from aws_cdk.assertions import Match, Template
 
 from evalstack.constructs import (
     ContinuousEvaluation,
+    EvaluationAlarms,
     EvaluationBucket,
     EvaluationKey,
     EvaluationPipeline,
     EvaluationRole,
-    repository_image,
+    PipelineRole,
 )
 from evalstack.constructs.app import platform_props
 from evalstack.constructs.continuous import validate_template
+from evalstack.constructs.pipeline import image_requirements
+from evalstack.pipeline.definition import iter_steps
 from evalstack.spec import SpecError
+from tests.support.cdk import render
 
 KEY_ARN = "arn:aws:kms:us-east-1:123456789012:key/1234abcd-12ab-34cd-56ef-1234567890ab"
 IMAGE = "123456789012.dkr.ecr.us-east-1.amazonaws.com/evalstack:1.0.0"
@@ -38,13 +42,20 @@ def byo_template() -> Template:
     )
     role = EvaluationRole(stack, "Role", bucket=bucket, dataset_prefixes=["datasets/qa/"])
     pipeline = EvaluationPipeline(
-        stack, "Pipeline", eval_type="custom_scorer", role=role, key=key.key, image_uri=IMAGE, pipeline_name="team-eval"
-    )
+        stack, "Pipeline", eval_type="custom_scorer", role=role, pipeline_role=_pipeline_role(stack, role, bucket),
+        key=key.key, image_uri=IMAGE, pipeline_name="team-eval",
+    )  # fmt: skip
     ci = iam.Role(stack, "CiRole", assumed_by=iam.AccountRootPrincipal())
     pipeline.grant_start_execution(ci)
     pipeline.grant_stop_execution(ci)
-    role.grant_pass_role(ci)
     return Template.from_stack(stack)
+
+
+def _pipeline_role(stack: cdk.Stack, role: EvaluationRole, bucket: EvaluationBucket) -> PipelineRole:
+    return PipelineRole(
+        stack, "PipelineRole", job_role=role, key=bucket.key, bucket=bucket,
+        instance_types=["ml.m5.xlarge", "ml.m5.large"],
+    )  # fmt: skip
 
 
 def test_bring_your_own_key_and_bucket_creates_neither(byo_template: Template) -> None:
@@ -103,10 +114,6 @@ def test_grant_start_execution_is_scoped_to_the_pipeline(byo_template: Template)
                                                   ":sagemaker:us-east-1:123456789012:pipeline/team-eval"]]
                             },
                         },
-                        Match.object_like(
-                            {"Action": "iam:PassRole",
-                             "Condition": {"StringEquals": {"iam:PassedToService": "sagemaker.amazonaws.com"}}}
-                        ),
                     ]
                 )
             }
@@ -114,26 +121,51 @@ def test_grant_start_execution_is_scoped_to_the_pipeline(byo_template: Template)
     )  # fmt: skip
 
 
-def test_pipeline_needs_exactly_one_image_source() -> None:
+def _parts() -> tuple[cdk.Stack, EvaluationBucket, EvaluationRole, PipelineRole]:
     stack = cdk.Stack(cdk.App(), "S")
     key = EvaluationKey(stack, "Key")
     bucket = EvaluationBucket(stack, "Bucket", key=key.key)
     role = EvaluationRole(stack, "Role", bucket=bucket)
+    return stack, bucket, role, _pipeline_role(stack, role, bucket)
+
+
+def test_pipeline_needs_exactly_one_image_source() -> None:
+    stack, bucket, role, pipeline_role = _parts()
     with pytest.raises(ValueError, match="give exactly one of image_uri or image"):
-        EvaluationPipeline(stack, "P", eval_type="benchmark", role=role, key=key.key)
+        EvaluationPipeline(stack, "P", eval_type="benchmark", role=role, pipeline_role=pipeline_role, key=bucket.key)
+
+
+def test_pipeline_refuses_settings_its_pipeline_role_would_deny() -> None:
+    stack, bucket, role, pipeline_role = _parts()
+    common = {"eval_type": "benchmark", "role": role, "pipeline_role": pipeline_role, "key": bucket.key,
+              "image_uri": IMAGE}  # fmt: skip
+    with pytest.raises(ValueError, match=r"instance_type: \['ml.p4d.24xlarge'\] not in the pipeline role's"):
+        EvaluationPipeline(stack, "P1", instance_type="ml.p4d.24xlarge", **common)
+    with pytest.raises(ValueError, match="max_runtime_seconds: 90000 exceeds the pipeline role's limit 86400"):
+        EvaluationPipeline(stack, "P2", max_runtime_seconds=90000, **common)
 
 
 def test_continuous_evaluation_validates_the_template_at_synth_time() -> None:
-    stack = cdk.Stack(cdk.App(), "S")
-    key = EvaluationKey(stack, "Key")
-    bucket = EvaluationBucket(stack, "Bucket", key=key.key)
-    role = EvaluationRole(stack, "Role", bucket=bucket)
-    pipeline = EvaluationPipeline(stack, "P", eval_type="benchmark", role=role, key=key.key, image_uri=IMAGE)
+    stack, bucket, role, pipeline_role = _parts()
+    pipeline = EvaluationPipeline(
+        stack, "P", eval_type="benchmark", role=role, pipeline_role=pipeline_role, key=bucket.key, image_uri=IMAGE
+    )
+    alarms = EvaluationAlarms(stack, "Alarms", key=bucket.key)
     with pytest.raises(SpecError, match=r"ContinuousEvaluation.evaluation: benchmark: .*'MMLX'"):
         ContinuousEvaluation(
-            stack, "C", pipeline=pipeline, bucket=bucket, key=key.key, model_package_group="g",
+            stack, "C", pipeline=pipeline, bucket=bucket, key=bucket.key, alarms=alarms, model_package_group="g",
             evaluation={"eval_type": "benchmark", "benchmark": "MMLX"},
         )  # fmt: skip
+
+
+def test_mlflow_tracking_is_refused_without_the_platform_tracking_server() -> None:
+    server = "arn:aws:sagemaker:us-east-1:123456789012:mlflow-tracking-server/team"
+    template = {"eval_type": "benchmark", "benchmark": "MMLU", "mlflow": {"resource_arn": server}}
+    with pytest.raises(ValueError, match=r"mlflow tracking needs mlflow.resource_arn to be the platform's"):
+        validate_template(template, "g")
+    with pytest.raises(ValueError, match=r"configured 'arn:aws:sagemaker:us-east-1:123456789012:mlflow-tracking"):
+        validate_template({**template, "mlflow": {"experiment_name": "x"}}, "g", server)
+    assert '"resource_arn":"' + server in validate_template(template, "g", server)
 
 
 @pytest.mark.parametrize("name", ["base_model", "version", "model_package_group"])
@@ -143,9 +175,15 @@ def test_continuous_evaluation_refuses_fields_the_trigger_would_refuse(name: str
         validate_template(evaluation, "g")
 
 
-def test_repository_image_needs_a_dockerfile(tmp_path: Path) -> None:
-    with pytest.raises(ValueError, match="image_directory: no Dockerfile in"):
-        repository_image(cdk.Stack(cdk.App(), "S"), "Image", tmp_path)
+def test_image_requirements_come_from_the_distribution_metadata() -> None:
+    import importlib.metadata
+
+    requirements = image_requirements(("engine",))
+    engine = [r.split(";")[0].strip() for r in importlib.metadata.requires("evalstack") if 'extra == "engine"' in r]
+    assert requirements == sorted(engine) and any(r.startswith("numpy") for r in requirements)
+    assert not [r for r in requirements if r.startswith(("aws-cdk-lib", "cdk-nag", "pytest"))]
+    with pytest.raises(ValueError, match=r"extras \['no-such-extra'\] are not defined by evalstack"):
+        image_requirements(("engine", "no-such-extra"))
 
 
 @pytest.mark.parametrize(
@@ -192,9 +230,16 @@ def test_platform_grants_a_ci_role_exactly_what_it_needs() -> None:
     ci = iam.Role(stack, "CiRole", assumed_by=iam.AccountRootPrincipal())
     platform.grant_start_executions(ci)
     platform.approval_gate.grant_subscribe(ci)
+    policies = Template.from_stack(stack).find_resources("AWS::IAM::Policy")
+    # Without a VPC the pipeline role's conditions carry no network keys, which the jobs could not satisfy.
+    (create,) = [
+        s for p in policies.values()
+        for s in p["Properties"]["PolicyDocument"]["Statement"] if s.get("Sid") == "CreateFencedProcessingJobs"
+    ]  # fmt: skip
+    assert "sagemaker:VpcSubnets" not in create["Condition"]["Null"] and "Bool" not in create["Condition"]
     statements = [
         s
-        for p in Template.from_stack(stack).find_resources("AWS::IAM::Policy").values()
+        for p in policies.values()
         if "CiRole" in str(p["Properties"]["Roles"])
         for s in p["Properties"]["PolicyDocument"]["Statement"]
     ]
@@ -202,8 +247,68 @@ def test_platform_grants_a_ci_role_exactly_what_it_needs() -> None:
     assert {
         "sagemaker:StartPipelineExecution",
         "sagemaker:DescribePipelineExecution",
-        "iam:PassRole",
         "ssm:GetParameter",
         "sns:Subscribe",
     } <= actions
+    # The pipelines carry their roles: starting one passes none.
+    assert "iam:PassRole" not in actions
     assert not any(a == "*" or a.endswith(":*") for a in actions)
+
+
+def test_platform_forwards_the_props_of_its_parts() -> None:
+    from aws_cdk import RemovalPolicy
+    from aws_cdk import aws_sns as sns
+
+    from evalstack.constructs import ApprovalThresholds, ContinuousEvaluationSettings, EvaluationPlatform
+
+    app = cdk.App()
+    stack = cdk.Stack(app, "Forwarding")
+    job_role = iam.Role.from_role_arn(stack, "JobRole", "arn:aws:iam::123456789012:role/team-jobs", mutable=True)
+    approvals = sns.Topic.from_topic_arn(stack, "Approvals", "arn:aws:sns:us-east-1:123456789012:team-approvals")
+    EvaluationPlatform(
+        stack, "Platform", stage="qa", name_prefix="team-evals", eval_types=["benchmark"], use_vpc=False,
+        image_uri=IMAGE, removal_policy=RemovalPolicy.DESTROY, volume_size_gb=100, max_runtime_seconds=3600,
+        instance_type="ml.g5.xlarge", report_instance_type="ml.t3.medium", existing_role=job_role,
+        create_outputs=False,
+        continuous=ContinuousEvaluationSettings(
+            model_package_group="g", evaluation={"eval_type": "benchmark", "benchmark": "MMLU"},
+            schedule_timezone="Asia/Tokyo", existing_topic=approvals,
+            thresholds=ApprovalThresholds(metric="accuracy", min_score=0.5),
+        ),
+    )  # fmt: skip
+    template = Template.from_stack(stack).to_json()
+    resources = template["Resources"]
+    assert "Outputs" not in template
+    (pipeline,) = [r for r in resources.values() if r["Type"] == "AWS::SageMaker::Pipeline"]
+    assert pipeline["Properties"]["PipelineName"] == "team-evals-benchmark"
+    body = json.loads(render(pipeline["Properties"]["PipelineDefinition"]["PipelineDefinitionBody"]))
+    defaults = {p["Name"]: p.get("DefaultValue") for p in body["Parameters"]}
+    assert (defaults["InstanceType"], defaults["ReportInstanceType"]) == ("ml.g5.xlarge", "ml.t3.medium")
+    for step in iter_steps(body["Steps"]):
+        if step["Type"] == "Processing":
+            arguments = step["Arguments"]
+            assert arguments["ProcessingResources"]["ClusterConfig"]["VolumeSizeInGB"] == 100
+            assert arguments["StoppingCondition"]["MaxRuntimeInSeconds"] == 3600
+            # The brought-in job role runs the jobs; no job role is created.
+            assert arguments["RoleArn"] == "arn:aws:iam::123456789012:role/team-jobs"
+    descriptions = [r["Properties"].get("Description", "") for r in resources.values() if r["Type"] == "AWS::IAM::Role"]
+    assert not [d for d in descriptions if "data rights only" in d]
+    for kind in ("AWS::KMS::Key", "AWS::S3::Bucket", "AWS::Logs::LogGroup"):
+        policies = {r["DeletionPolicy"] for r in resources.values() if r["Type"] == kind}
+        assert policies == {"Delete"}, kind
+    groups = sorted(r["Properties"]["LogGroupName"] for r in resources.values() if r["Type"] == "AWS::Logs::LogGroup")
+    assert groups == [
+        "/evalstack/team-evals/team-evals-benchmark-gate", "/evalstack/team-evals/team-evals-benchmark-trigger"
+    ]
+    (schedule,) = [r for r in resources.values() if r["Type"] == "AWS::Scheduler::Schedule"]
+    assert schedule["Properties"]["ScheduleExpressionTimezone"] == "Asia/Tokyo"
+    # Decisions go to the brought-in topic: the only topic created is the alarm topic.
+    topics = [r for r in resources.values() if r["Type"] == "AWS::SNS::Topic"]
+    assert [t["Properties"]["DisplayName"] for t in topics] == ["evalstack operations"]
+    gate_env = next(
+        r["Properties"]["Environment"]["Variables"] for r in resources.values()
+        if r["Type"] == "AWS::Lambda::Function" and r["Properties"]["Handler"] == "lambdas.approval.handler"
+    )  # fmt: skip
+    assert gate_env["TOPIC_ARN"] == "arn:aws:sns:us-east-1:123456789012:team-approvals"
+    names = sorted(r["Properties"]["Name"] for r in resources.values() if r["Type"] == "AWS::SSM::Parameter")
+    assert names[0] == "/evalstack/qa/kms-key-arn"

@@ -1,5 +1,8 @@
 """Bad-input corpus: every broken dataset fails with a DatasetError naming the file, line and field.
 
+That includes what Python's own parsers stop at: lone surrogates (``"\\ud800"`` escapes, rejected at
+read time because no encoder can send them), 5,000-digit integers and 200,000-deep nesting.
+
 Each case is a small literal file written into tmp_path; the expected message is the full text, so
 a change in the file/line/field reported is caught, not just "some error".
 """
@@ -253,6 +256,241 @@ CASES = [
         parquet(pa.table({"prompt": ["q0", "q1"]})),
         "{uri}: 2 record(s); a dataset needs at least 10",
     ),
+    Case(
+        "lone_surrogate_prompt",
+        "d.jsonl",
+        jsonl(*prompts(3)) + b'{"prompt": "caf\\ud800e"}\n' + jsonl(*prompts(10)),
+        "{uri}: line 4: field 'prompt': lone surrogate U+D800 at character 4; text must be valid Unicode",
+    ),
+    Case(
+        "lone_low_surrogate_response",
+        "d.jsonl",
+        jsonl(*prompts(2)) + b'{"prompt": "q", "response": "\\udfff"}\n' + jsonl(*prompts(10)),
+        "{uri}: line 3: field 'response': lone surrogate U+DFFF at character 1; text must be valid Unicode",
+    ),
+    Case(
+        "lone_surrogate_in_reference_list",
+        "d.jsonl",
+        jsonl(*prompts(10)) + b'{"prompt": "q", "reference": ["a", "b\\udc00"]}\n',
+        "{uri}: line 11: field 'reference[1]': lone surrogate U+DC00 at character 2; text must be valid Unicode",
+    ),
+    Case(
+        "lone_surrogate_in_nested_metadata",
+        "d.jsonl",
+        jsonl(*prompts(5)) + b'{"prompt": "q", "meta": {"notes": ["ok", "\\ud83d"]}}\n' + jsonl(*prompts(10)),
+        "{uri}: line 6: field 'meta.notes[1]': lone surrogate U+D83D at character 1; text must be valid Unicode",
+    ),
+    Case(
+        "lone_surrogate_in_mapped_column",
+        "d.jsonl",
+        jsonl(*[{"Question": "q"}] * 2) + b'{"Question": "\\ud800"}\n' + jsonl(*[{"Question": "q"}] * 10),
+        "{uri}: line 3: field 'Question': lone surrogate U+D800 at character 1; text must be valid Unicode",
+        columns=Q_MAP,
+    ),
+    Case(
+        "integer_with_5000_digits",
+        "d.jsonl",
+        jsonl(*prompts(3)) + b'{"prompt": "q", "n": ' + b"7" * 5000 + b"}\n" + jsonl(*prompts(10)),
+        "{uri}: line 4: invalid JSON: a number has more than 4300 digits",
+    ),
+    Case(
+        "nesting_200000_deep",
+        "d.jsonl",
+        jsonl(*prompts(2)) + b'{"prompt": "q", "x": ' + b"[" * 200_000 + b"]" * 200_000 + b"}\n" + jsonl(*prompts(10)),
+        "{uri}: line 3: invalid JSON: nested too deeply to read",
+    ),
+    Case(
+        "nested_objects_200000_deep",
+        "d.jsonl",
+        jsonl(*prompts(12)) + b'{"a": ' * 200_000 + b"1" + b"}" * 200_000 + b"\n",
+        "{uri}: line 13: invalid JSON: nested too deeply to read",
+    ),
+    Case(
+        "unterminated_object",
+        "d.jsonl",
+        jsonl(*prompts(4)) + b'{"prompt": "q"\n' + jsonl(*prompts(10)),
+        "{uri}: line 5: invalid JSON: Expecting ',' delimiter (column 15)",
+    ),
+    Case(
+        "single_quoted_json",
+        "d.jsonl",
+        jsonl(*prompts(1)) + b"{'prompt': 'q'}\n" + jsonl(*prompts(10)),
+        "{uri}: line 2: invalid JSON: Expecting property name enclosed in double quotes (column 2)",
+    ),
+    Case(
+        "trailing_garbage",
+        "d.jsonl",
+        jsonl(*prompts(6)) + b'{"prompt": "q"} extra\n' + jsonl(*prompts(10)),
+        "{uri}: line 7: invalid JSON: Extra data (column 17)",
+    ),
+    Case(
+        "two_objects_on_one_line",
+        "d.jsonl",
+        jsonl(*prompts(3)) + b'{"prompt": "a"}{"prompt": "b"}\n' + jsonl(*prompts(10)),
+        "{uri}: line 4: invalid JSON: Extra data (column 16)",
+    ),
+    Case(
+        "raw_control_character_in_string",
+        "d.jsonl",
+        jsonl(*prompts(2)) + b'{"prompt": "a\x01b"}\n' + jsonl(*prompts(10)),
+        "{uri}: line 3: invalid JSON: Invalid control character at (column 14)",
+    ),
+    Case(
+        "string_line",
+        "d.jsonl",
+        jsonl(*prompts(3), "just text", *prompts(10)),
+        "{uri}: line 4: expected a JSON object, got string",
+    ),
+    Case(
+        "number_line",
+        "d.jsonl",
+        jsonl(*prompts(7), 42, *prompts(10)),
+        "{uri}: line 8: expected a JSON object, got number",
+    ),
+    Case(
+        "boolean_line",
+        "d.jsonl",
+        jsonl(*prompts(2), True, *prompts(10)),
+        "{uri}: line 3: expected a JSON object, got boolean",
+    ),
+    Case(
+        "nan_prompt",
+        "d.jsonl",
+        jsonl(*prompts(3)) + b'{"prompt": NaN}\n' + jsonl(*prompts(10)),
+        "{uri}: line 4: field 'prompt': missing; a record needs a prompt (or a 'response' to score)",
+    ),
+    Case(
+        "reference_is_object",
+        "d.jsonl",
+        jsonl(*prompts(4), {"prompt": "q", "reference": {"text": "a"}}, *prompts(10)),
+        "{uri}: line 5: field 'reference': expected a string, got object",
+    ),
+    Case(
+        "context_is_list",
+        "d.jsonl",
+        jsonl(*prompts(2), {"prompt": "q", "context": ["a"]}, *prompts(10)),
+        "{uri}: line 3: field 'context': expected a string, got array",
+    ),
+    Case(
+        "reference_list_null_item",
+        "d.jsonl",
+        jsonl(*prompts(9), {"prompt": "q", "reference": ["a", None]}, *prompts(1)),
+        "{uri}: line 10: field 'reference[1]' (reference): null",
+    ),
+    Case(
+        "label_alias_wrong_type",
+        "d.jsonl",
+        jsonl(*prompts(3), {"prompt": "q", "label": {"a": 1}}, *prompts(10)),
+        "{uri}: line 4: field 'label' (reference): expected a string, got object",
+    ),
+    Case(
+        "mapped_prompt_is_list",
+        "d.jsonl",
+        jsonl(*[{"Question": "q"}] * 4, {"Question": ["a"]}, *[{"Question": "q"}] * 10),
+        "{uri}: line 5: field 'Question' (prompt): expected a string, got array",
+        columns=Q_MAP,
+    ),
+    Case(
+        "mapped_prompt_empty",
+        "d.jsonl",
+        jsonl(*[{"Question": "q"}] * 2, {"Question": "\t"}, *[{"Question": "q"}] * 10),
+        "{uri}: line 3: field 'Question' (prompt): empty",
+        columns=Q_MAP,
+    ),
+    Case(
+        "bad_utf8_overlong",
+        "d.jsonl",
+        jsonl(*prompts(3)) + b'{"prompt": "\xc0\x80"}\n' + jsonl(*prompts(10)),
+        "{uri}: line 4: not valid UTF-8 (byte 0xc0 is byte 13 of the line)",
+    ),
+    Case(
+        "bad_utf8_cut_sequence",
+        "d.jsonl",
+        jsonl(*prompts(5)) + b'{"prompt": "\xe2\x82"}\n' + jsonl(*prompts(10)),
+        "{uri}: line 6: not valid UTF-8 (byte 0xe2 is byte 13 of the line)",
+    ),
+    Case(
+        "encoded_surrogate_bytes",
+        "d.jsonl",
+        jsonl(*prompts(1)) + b'{"prompt": "\xed\xa0\x80"}\n' + jsonl(*prompts(10)),
+        "{uri}: line 2: not valid UTF-8 (byte 0xed is byte 13 of the line)",
+    ),
+    Case(
+        "utf16_big_endian",
+        "d.jsonl",
+        b"\xfe\xff" + jsonl(*prompts(10)).decode().encode("utf-16-be"),
+        "{uri}: line 1: file is UTF-16 (byte order mark); save it as UTF-8",
+    ),
+    Case(
+        "tsv_suffix",
+        "d.tsv",
+        jsonl(*prompts(10)),
+        "{uri}: cannot tell the format from the suffix '.tsv'; name the file .jsonl, .csv or .parquet "
+        "or set the dataset format to one of ['jsonl', 'csv', 'parquet']",
+    ),
+    Case(
+        "no_suffix",
+        "dataset",
+        jsonl(*prompts(10)),
+        "{uri}: cannot tell the format from the suffix ''; name the file .jsonl, .csv or .parquet "
+        "or set the dataset format to one of ['jsonl', 'csv', 'parquet']",
+    ),
+    Case(
+        "csv_text_after_closing_quote",
+        "d.csv",
+        csv_text("prompt,reference", *csv_ok(3), '"q"x,a', *csv_ok(10)),
+        "{uri}: line 5: malformed CSV: ',' expected after '\"'",
+    ),
+    Case(
+        "csv_bad_utf8_in_header",
+        "d.csv",
+        b"pr\xffompt,reference\r\n" + csv_text(*csv_ok(10)),
+        "{uri}: line 1: not valid UTF-8 (byte 0xff is byte 3 of the line)",
+    ),
+    Case(
+        "csv_whitespace_prompt",
+        "d.csv",
+        csv_text("prompt,reference", *csv_ok(5), "  ,a", *csv_ok(10)),
+        "{uri}: line 7: field 'prompt': empty",
+    ),
+    Case(
+        "csv_mapped_reference_missing",
+        "d.csv",
+        csv_text("prompt,answer", *csv_ok(10)),
+        "{uri}: line 1: field 'gold' (reference): column missing (columns: 'prompt', 'answer')",
+        columns=ColumnMapping(reference="gold"),
+    ),
+    Case(
+        "csv_mapped_response_missing",
+        "d.csv",
+        csv_text("prompt,answer", *csv_ok(10)),
+        "{uri}: line 1: field 'output' (response): column missing (columns: 'prompt', 'answer')",
+        columns=ColumnMapping(response="output"),
+    ),
+    Case(
+        "csv_utf16",
+        "d.csv",
+        csv_text("prompt,reference", *csv_ok(10)).decode().encode("utf-16"),
+        "{uri}: line 1: file is UTF-16 (byte order mark); save it as UTF-8",
+    ),
+    Case(
+        "parquet_binary_prompt",
+        "d.parquet",
+        parquet(pa.table({"prompt": pa.array([f"q{i}".encode() for i in range(10)], pa.binary())})),
+        "{uri}: row 1: field 'prompt': expected a string, got bytes",
+    ),
+    Case(
+        "parquet_reference_empty_list",
+        "d.parquet",
+        parquet(pa.table({"prompt": [f"q{i}" for i in range(10)], "reference": [["a"]] * 3 + [[]] + [["a"]] * 6})),
+        "{uri}: row 4: field 'reference': empty list",
+    ),
+    Case(
+        "parquet_null_prompt",
+        "d.parquet",
+        parquet(pa.table({"prompt": ["q0", "q1", None, *[f"q{i}" for i in range(3, 10)]]})),
+        "{uri}: row 3: field 'prompt': missing; a record needs a prompt (or a 'response' to score)",
+    ),
 ]
 
 
@@ -266,7 +504,7 @@ def write_case(case: Case, directory: Path) -> Path:
 
 
 def test_corpus_is_large_and_distinct() -> None:
-    assert len(CASES) >= 20
+    assert len(CASES) >= 70
     assert len({c.name for c in CASES}) == len(CASES)
 
 

@@ -5,7 +5,6 @@ from __future__ import annotations
 import csv
 import hashlib
 import json
-import os
 from pathlib import Path
 
 import pyarrow as pa
@@ -14,10 +13,9 @@ import pytest
 
 from evalstack.data import DatasetReader, DatasetSummary, Record, iter_records, resolve_format, scan_dataset
 from evalstack.spec import ColumnMapping, DatasetSpec
+from tests.conftest import BENCHMARK_DATA
 
-REPO_ROOT = Path(__file__).resolve().parents[1]
-BENCHMARKS = Path(os.environ.get("EVALSTACK_BENCHMARK_DATA", REPO_ROOT.parent / "shared" / "benchmarks"))
-TRUTHFULQA = BENCHMARKS / "truthfulqa" / "TruthfulQA.csv"
+TRUTHFULQA = BENCHMARK_DATA / "truthfulqa" / "TruthfulQA.csv"
 TRUTHFULQA_SHA256 = "f9bd9e859cc102cb1f647f1064da7e009be752c416845cf9fa56e6eaae403a7d"  # from SHA256SUMS
 SLICE = 40
 
@@ -80,21 +78,27 @@ def test_original_truthfulqa_csv_with_column_mapping() -> None:
     reader = DatasetReader(spec)
     records = list(reader)
     originals = truthfulqa_rows(n=10_000)
-    assert len(records) == len(originals) == 817
+    assert len(records) == len(originals)
     # The file starts with a UTF-8 BOM; the header must still read "Type", not "\ufeffType".
     assert records[0].metadata["Type"] == "Adversarial"
     assert [r.prompt for r in records] == [row["Question"] for row in originals]
     assert [r.reference for r in records] == [row["Best Answer"] for row in originals]
-    assert records[-1].line == 818  # no field spans lines in this file: 817 rows after the header
+    assert records[-1].line == len(originals) + 1  # no field spans lines in this file: one row per line
     assert reader.summary == DatasetSummary(
         uri=str(TRUTHFULQA),
         format="csv",
         size_bytes=TRUTHFULQA.stat().st_size,
-        count=817,
-        sha256=TRUTHFULQA_SHA256,
+        count=len(originals),
+        sha256=hashlib.sha256(TRUTHFULQA.read_bytes()).hexdigest(),
         has_responses=False,
         has_references=True,
     )
+
+
+@pytest.mark.full_data
+def test_full_truthfulqa_csv_count_and_published_sha256() -> None:
+    summary = scan_dataset(DatasetSpec(str(TRUTHFULQA), columns=ColumnMapping(prompt="Question")))
+    assert (summary.count, summary.sha256) == (817, TRUTHFULQA_SHA256)
 
 
 def test_file_uri_and_sha256_of_raw_bytes(tmp_path: Path) -> None:

@@ -15,7 +15,6 @@ from tests.support.aws import moto_server
 from tests.test_data_readers import (
     QA_MAPPING,
     TRUTHFULQA,
-    TRUTHFULQA_SHA256,
     truthfulqa_rows,
     write_csv,
     write_jsonl,
@@ -70,14 +69,15 @@ def test_s3_three_formats_match_local(s3: tuple[object, str], tmp_path: Path) ->
 def test_s3_original_truthfulqa(s3: tuple[object, str]) -> None:
     uri = _upload(s3, TRUTHFULQA, "TruthfulQA.csv")
     summary = scan_dataset(DatasetSpec(uri, columns=ColumnMapping(prompt="Question", reference="Best Answer")))
-    assert (summary.count, summary.sha256, summary.has_responses) == (817, TRUTHFULQA_SHA256, False)
+    expected = (len(truthfulqa_rows(n=10_000)), hashlib.sha256(TRUTHFULQA.read_bytes()).hexdigest(), False)
+    assert (summary.count, summary.sha256, summary.has_responses) == expected
 
 
 def test_s3_limit_still_hashes_whole_object(s3: tuple[object, str]) -> None:
     uri = _upload(s3, TRUTHFULQA, "TruthfulQA.csv")
     reader = DatasetReader(DatasetSpec(uri, columns=ColumnMapping(prompt="Question")), limit=15)
     assert [r.line for r in reader] == list(range(2, 17))
-    assert reader.summary.sha256 == TRUTHFULQA_SHA256
+    assert reader.summary.sha256 == hashlib.sha256(TRUTHFULQA.read_bytes()).hexdigest()
 
 
 def test_s3_errors_name_the_s3_uri(s3: tuple[object, str], tmp_path: Path) -> None:

@@ -56,7 +56,11 @@ class ExactMatch:
 
     def score(self, predictions, ground_truth, metadata=None):
         hits = sum(p.strip().lower() == g.strip().lower() for p, g in zip(predictions, ground_truth, strict=True))
-        return {"exact_match": hits / len(predictions), "has_metadata": float(metadata is not None)}
+        return {
+            "exact_match": hits / len(predictions),
+            "has_metadata": float(metadata is not None),
+            "sample_count": len(predictions),
+        }
 
 
 def test_custom_scorer_object(tmp_path: Path) -> None:
@@ -71,14 +75,20 @@ def test_custom_scorer_object(tmp_path: Path) -> None:
     metrics = execution.results()["metrics"]
     assert metrics["exact_match"] == pytest.approx(expected)
     assert metrics["has_metadata"] == 1.0
+    assert metrics["sample_count"] == 40  # counted over the whole dataset, never a mean of batch counts
     assert execution.s3_output_path.startswith("file://")
 
 
 class FailsOnThirdBatch:
+    """Streamable (it aggregates its batches), and fails on the third one."""
+
     def score(self, predictions, ground_truth, metadata=None):
         if metadata[0]["line"] > 20:
             raise ZeroDivisionError("division by zero in my metric")
         return {"ok": 1.0}
+
+    def aggregate(self, batch_results):
+        return {"ok": min(b["ok"] for b in batch_results)}
 
 
 def test_failing_scorer_names_the_batch_and_leaves_no_results(tmp_path: Path) -> None:
@@ -176,6 +186,9 @@ def test_prompts_only_dataset_generates_with_the_model(tmp_path: Path) -> None:
 class NaNOnSomeBatches:
     def score(self, predictions, ground_truth, metadata=None):
         return {"quality": float("nan") if metadata[0]["line"] > 30 else 1.0}
+
+    def aggregate(self, batch_results):
+        return {"quality": min(b["quality"] for b in batch_results)}
 
 
 class FailsOnBaseAnswers:

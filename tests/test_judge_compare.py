@@ -69,8 +69,8 @@ def test_base_vs_fine_tuned_end_to_end(tmp_path):
     comparison = json.loads((out / "comparison.json").read_text())
     assert comparison["fine_tuned"]["helpfulness"] == 1.0
     assert comparison["base"]["helpfulness"] == 0.25
-    assert comparison["improvement"]["helpfulness"] == 0.75
-    assert comparison["improvement"]["helpfulness_pass_rate"] == 1.0
+    assert comparison["improvements"]["helpfulness"] == 0.75
+    assert comparison["improvements"]["helpfulness_pass_rate"] == 1.0
     pairwise = comparison["pairwise"]
     assert (pairwise["wins"], pairwise["ties"], pairwise["losses"], pairwise["parse_failures"]) == (6, 4, 1, 1)
     assert pairwise["n"] == 11

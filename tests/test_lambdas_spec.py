@@ -2,9 +2,12 @@
 
 from __future__ import annotations
 
+import hashlib
+import json
+
 import pytest
 
-from evalstack.lambdas.spec import build_spec, spec_json
+from evalstack.lambdas.spec import build_spec, spec_json, template_sha256
 from evalstack.spec import EvaluationSpec
 
 PACKAGE = "arn:aws:sagemaker:us-east-1:123456789012:model-package/models/3"
@@ -60,3 +63,17 @@ def test_unknown_template_field_is_named() -> None:
     with pytest.raises(ValueError, match=r"SPEC_TEMPLATE: unknown field\(s\) \['model'\]"):
         build_spec({"eval_type": "benchmark", "model": "x"}, model=PACKAGE, base_model=None,
                    model_package_group=None, kms_key_id=None)  # fmt: skip
+
+
+def test_template_digest_ignores_layout_but_not_content() -> None:
+    template = TEMPLATES["benchmark"]
+    compact = json.dumps(template, separators=(",", ":"))
+    reordered = json.dumps(dict(reversed(list(template.items()))), indent=4)
+    canonical = json.dumps(template, sort_keys=True, separators=(",", ":"))
+    assert template_sha256(compact) == template_sha256(reordered) == hashlib.sha256(canonical.encode()).hexdigest()
+    assert template_sha256(json.dumps({**template, "subtasks": ["anatomy"]})) != template_sha256(compact)
+
+
+def test_template_digest_of_a_template_that_is_not_json_is_an_error() -> None:
+    with pytest.raises(ValueError, match=r"SPEC_TEMPLATE: not JSON"):
+        template_sha256("{benchmark: mmlu}")

@@ -14,17 +14,19 @@ import pytest
 
 PACKAGE = Path(__file__).resolve().parents[1] / "evalstack"
 
-FOUNDATION = {"catalog", "storage", "spec", "task"}
+FOUNDATION = {"catalog", "masking", "storage", "spec", "task"}
 LOWER = FOUNDATION | {"data", "models", "metrics"}
 TASKS = LOWER | {"benchmarks", "judge"}
 ENGINE = TASKS | {"engine", "results"}
 ALLOWED: dict[str, set[str]] = {
     "catalog": set(),
-    "storage": set(),
-    "spec": {"catalog"},
+    # masking is the one function every writer uses, so it sits below everything and imports nothing
+    "masking": set(),
+    "storage": {"masking"},
+    "spec": {"catalog", "masking"},
     "task": {"models"},
     "data": FOUNDATION,
-    "models": {"catalog", "storage"},
+    "models": {"catalog", "masking", "storage"},
     "metrics": {"catalog"},
     "benchmarks": LOWER,
     "judge": LOWER,
@@ -32,7 +34,9 @@ ALLOWED: dict[str, set[str]] = {
     "results": ENGINE,
     "pipeline": ENGINE | {"pipeline"},
     "runtime": ENGINE | {"pipeline", "runtime"},
-    "evaluate": {"catalog", "spec", "runtime"},
+    # the read-only web viewer sits at the cli layer: it lists executions through the runtime
+    "view": ENGINE | {"pipeline", "runtime", "view"},
+    "evaluate": {"catalog", "masking", "spec", "runtime"},
     # constructs embed the pipeline definition and start the lambdas with the event shape they read
     "constructs": {"catalog", "spec", "pipeline", "lambdas", "constructs"},
     "lambdas": {"lambdas"},

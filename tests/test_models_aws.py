@@ -15,6 +15,7 @@ from botocore.stub import Stubber
 from evalstack.models import (
     GenerateRequest,
     LoglikelihoodRequest,
+    RetriesExhaustedError,
     RetryPolicy,
     load_backend,
     parse_model_reference,
@@ -206,8 +207,12 @@ def test_sagemaker_payload_formats_on_moto_server(aws: str, fmt: str) -> None:
 def test_sagemaker_unexpected_body_names_the_format(aws: str) -> None:
     _queue_endpoint_results(aws, [{"outputs": "x"}])
     client = boto3.client("sagemaker-runtime", region_name="us-east-1", endpoint_url=aws)
-    backend = load_backend("sagemaker:odd-one?format=tgi", clients={"sagemaker-runtime": client})
-    with pytest.raises(ValueError, match="unexpected tgi response shape"):
+    backend = load_backend(
+        "sagemaker:odd-one?format=tgi", clients={"sagemaker-runtime": client}, retry=RetryPolicy(max_attempts=1)
+    )
+    with pytest.raises(
+        RetriesExhaustedError, match=r"malformed answer .*list of \{'generated_text'.*body starts '\{\"outputs\""
+    ):
         backend.generate([GenerateRequest(prompt="hello there")])
 
 

@@ -59,7 +59,7 @@ def test_completions_is_the_default_api_and_keeps_order() -> None:
 def test_api_key_comes_from_the_named_environment_variable(monkeypatch: pytest.MonkeyPatch) -> None:
     with serve(lambda path, body: "ok") as server:
         reference = f"openai:{server.base_url}?model=m&api_key_env=EVALSTACK_TEST_KEY"
-        with pytest.raises(ValueError, match="EVALSTACK_TEST_KEY is not set"):
+        with pytest.raises(ValueError, match="'EVALSTACK_TEST_KEY', which is not set"):
             load_backend(reference)
         monkeypatch.setenv("EVALSTACK_TEST_KEY", "sk-test")
         backend = load_backend(reference)

@@ -99,9 +99,15 @@ def test_retry_after_is_honoured_in_seconds_and_http_dates() -> None:
         calls["n"] += 1
         return Reply(status=429, headers={"Retry-After": "2"}) if calls["n"] == 1 else "ok"
 
+    class Recording(RetryPolicy):
+        """Records each wait the dispatcher asks for, and waits none of it."""
+
+        def delay(self, attempt: int, retry_after: float | None) -> float:
+            waits.append(super().delay(attempt, retry_after))
+            return 0.0
+
     with serve(script) as server:
-        backend = load_backend(f"openai:{server.base_url}?model=m")
-        backend.dispatcher.sleep = waits.append  # record the wait instead of sleeping it
+        backend = load_backend(f"openai:{server.base_url}?model=m", retry=Recording())
         assert backend.generate([GenerateRequest(prompt="x")]) == ["ok"]
     assert waits == [2.0]
 

@@ -108,6 +108,7 @@ def test_parameters_and_condition_semantics() -> None:
         {"Name": "EvaluateBaseModel", "Type": "Boolean", "DefaultValue": False},
         {"Name": "ProcessingImageUri", "Type": "String"},
         {"Name": "InstanceType", "Type": "String", "DefaultValue": "ml.m5.xlarge"},
+        {"Name": "ReportInstanceType", "Type": "String", "DefaultValue": "ml.m5.large"},
         {"Name": "InstanceCount", "Type": "Integer", "DefaultValue": 1},
         {"Name": "ExecutionRoleArn", "Type": "String"},
     ]

@@ -92,14 +92,15 @@ def test_benchmark_kind_with_base_model_and_two_shards(benchmark_data: Path) -> 
     candidate = {i: float(i not in CANDIDATE_WRONG) for i in EASY + CHALLENGE}
     base = {i: float(i in BASE_RIGHT) for i in EASY + CHALLENGE}
     assert results["num_samples"] == 12
-    assert results["metrics"] == {"acc": 10 / 12}
+    # ARC's primary acc_norm needs log-likelihoods; letter scoring gives acc, which the headline reads.
+    assert results["metrics"] == {"acc": 10 / 12, "accuracy": 10 / 12, "score": round(10 / 12 * 100, 10)}
     assert results["subtasks"] == {
         "easy": _subtask([candidate[i] for i in EASY]),
         "challenge": _subtask([candidate[i] for i in CHALLENGE]),
     }
     assert results["details"]["subtask_sizes"] == {"challenge": 4, "easy": 8}
     base_results = json.loads(_read(one.s3_output_path, "base/results.json"))
-    assert base_results["metrics"] == {"acc": 4 / 12}
+    assert base_results["metrics"] == {"acc": 4 / 12, "accuracy": 4 / 12, "score": round(4 / 12 * 100, 10)}
     assert base_results["subtasks"] == {
         "easy": _subtask([base[i] for i in EASY]),
         "challenge": _subtask([base[i] for i in CHALLENGE]),
@@ -107,8 +108,9 @@ def test_benchmark_kind_with_base_model_and_two_shards(benchmark_data: Path) -> 
     assert (base_results["subtasks"]["easy"]["acc"], base_results["subtasks"]["challenge"]["acc"]) == (3 / 8, 1 / 4)
 
     comparison = results["comparison"]
-    assert comparison["fine_tuned"] == {"acc": 10 / 12} and comparison["base"] == {"acc": 4 / 12}
-    assert comparison["improvement"] == {"acc": 10 / 12 - 4 / 12}
+    assert comparison["fine_tuned"] == results["metrics"] and comparison["base"] == base_results["metrics"]
+    assert comparison["primary_metric"] == "acc" and comparison["improvement"] == 10 / 12 - 4 / 12
+    assert comparison["improvements"]["acc"] == comparison["improvements"]["accuracy"] == 10 / 12 - 4 / 12
     # Discordant pairs: candidate-only right 7 (5 easy, 2 challenge), base-only right 1 (easy).
     for test, (ours, theirs) in [
         (comparison["significance"]["acc"], (7, 1)),
@@ -182,19 +184,27 @@ def test_llm_as_judge_kind_with_base_model(truthfulqa) -> None:
         "helpfulness_pass_rate": 1.0,
         "correctness": 0.75,
         "correctness_pass_rate": 1.0,
+        "score": 100.0,  # the first judge metric, helpfulness, on 0-100
     }
     per_metric = results["details"]["per_metric"]
     assert (per_metric["correctness"]["raw_mean"], per_metric["correctness"]["n"]) == (4.0, 12)
     assert per_metric["correctness"]["reference_missing"] == 0
     base = json.loads(_read(execution.s3_output_path, "base/results.json"))["metrics"]
-    assert base == {"helpfulness": 0.25, "helpfulness_pass_rate": 0.0, "correctness": 0.0, "correctness_pass_rate": 0.0}
+    assert base == {
+        "helpfulness": 0.25,
+        "helpfulness_pass_rate": 0.0,
+        "correctness": 0.0,
+        "correctness_pass_rate": 0.0,
+        "score": 25.0,
+    }
 
     comparison = results["comparison"]
-    assert comparison["improvement"] == {
+    assert comparison["improvements"] == {
         "helpfulness": 0.75,
         "helpfulness_pass_rate": 1.0,
         "correctness": 0.75,
         "correctness_pass_rate": 1.0,
+        "score": 75.0,
     }
     assert comparison["higher_is_better"] == {"helpfulness": True, "correctness": True}
     # _mixed_rule: 6 judged on content, 3 position-biased (ties), 1 prefers the base, 1 tie, 1 unreadable.

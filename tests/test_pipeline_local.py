@@ -37,8 +37,8 @@ def _spec_uri(server, dataset: str, *, name: str = "tqa", concurrency: int = 4) 
     spec = EvaluationSpec(
         eval_type="custom_scorer",
         name=name,
-        model=f"openai:{server.base_url}?model=candidate",
-        base_model=f"openai:{server.base_url}?model=base",
+        model=f"openai:{server.base_url}?model=candidate&api=chat",
+        base_model=f"openai:{server.base_url}?model=base&api=chat",
         dataset=DatasetSpec(uri=dataset),
         metrics=["accuracy"],
         hyperparameters={"max_concurrency": concurrency},

@@ -185,3 +185,52 @@ def test_a_failing_instance_stops_the_others(tmp_path: Path) -> None:
     assert described["PipelineExecutionStatus"] == "Failed"
     assert "algo-2 exited with code 3" in described["FailureReason"]
     assert "algo-1 end" not in log.read_text()
+
+
+def _instances_step(code: str, count: int) -> dict:
+    step = _record_step("Shards", Path("/dev/null"))
+    step["Arguments"]["ProcessingResources"]["ClusterConfig"]["InstanceCount"] = count
+    step["Arguments"]["AppSpecification"]["ContainerEntrypoint"] = ["python3", "-c", code]
+    return step
+
+
+def test_instances_queue_for_free_process_slots(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Five instances with room for two processes: every instance runs, never more than two at once."""
+    monkeypatch.setenv("EVALSTACK_LOCAL_MAX_PROCESSES", "2")
+    live = tmp_path / "live"
+    live.mkdir()
+    log = tmp_path / "instances.log"
+    # Each instance marks itself live, notes how many are live, holds a moment, then unmarks itself.
+    code = (
+        "import json, os, time\n"
+        "root = os.environ['EVALSTACK_OPT_ML_ROOT']\n"
+        "host = json.load(open(os.path.join(root, 'config', 'resourceconfig.json')))['current_host']\n"
+        f"live = {str(live)!r}\n"
+        "open(os.path.join(live, host), 'w').close()\n"
+        "count = len(os.listdir(live))\n"
+        f"with open({str(log)!r}, 'a') as f: f.write(host + ' ' + str(count) + '\\n')\n"
+        "time.sleep(0.5)\n"
+        "os.remove(os.path.join(live, host))\n"
+    )
+    definition = {"Version": "2020-12-01", "Parameters": [], "Steps": [_instances_step(code, 5)]}
+    client = LocalSageMakerClient()
+    client.create_pipeline(PipelineName="queued", PipelineDefinition=json.dumps(definition), RoleArn=ROLE_ARN)
+    arn = client.start_pipeline_execution(PipelineName="queued")["PipelineExecutionArn"]
+    assert _wait(client, arn)["PipelineExecutionStatus"] == "Succeeded"
+    seen = dict(line.split() for line in log.read_text().splitlines())
+    assert sorted(seen) == [f"algo-{i}" for i in range(1, 6)]
+    assert max(int(n) for n in seen.values()) <= 2
+    assert len(json.loads(client.store.steps(arn)[0]["pids"])) == 5
+
+
+def test_instance_count_above_the_sagemaker_limit_fails_the_step(tmp_path: Path) -> None:
+    definition = {"Version": "2020-12-01", "Parameters": [], "Steps": [_instances_step("pass", 101)]}
+    client = LocalSageMakerClient()
+    client.create_pipeline(PipelineName="huge", PipelineDefinition=json.dumps(definition), RoleArn=ROLE_ARN)
+    arn = client.start_pipeline_execution(PipelineName="huge")["PipelineExecutionArn"]
+    described = _wait(client, arn)
+    assert described["PipelineExecutionStatus"] == "Failed"
+    assert described["FailureReason"] == (
+        "Step failure: Shards: InstanceCount must be between 1 and 100 (SageMaker's limit), got 101"
+    )
+    assert not (client.store.execution_dir(arn) / "Shards").exists()  # no instance folder was made

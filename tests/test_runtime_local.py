@@ -38,8 +38,8 @@ def _evaluator(server, dataset: str, output: str, **kwargs) -> CustomScorerEvalu
     evaluator = CustomScorerEvaluator(
         evaluator="accuracy",
         dataset=dataset,
-        model=f"openai:{server.base_url}?model=candidate",
-        base_model=f"openai:{server.base_url}?model=base",
+        model=f"openai:{server.base_url}?model=candidate&api=chat",
+        base_model=f"openai:{server.base_url}?model=base&api=chat",
         s3_output_path=output,
         **kwargs,
     )
@@ -89,7 +89,7 @@ def test_execution_api_with_base_model(model_server, dataset: str) -> None:
     assert json.loads(storage.read_text(storage.join(execution.s3_output_path, "base/results.json")))["metrics"][
         "accuracy"
     ] == pytest.approx(BASE_CORRECT / N_QUESTIONS)
-    assert comparison["improvement"]["accuracy"] == pytest.approx(1 - BASE_CORRECT / N_QUESTIONS)
+    assert comparison["improvements"]["accuracy"] == pytest.approx(1 - BASE_CORRECT / N_QUESTIONS)
 
     again = EvaluationPipelineExecution.get(execution.arn)
     assert (again.name, again.status, again.eval_type, again.s3_output_path) == (
@@ -179,6 +179,14 @@ def test_start_creates_the_pipeline_and_at_most_ten_run_at_once(tmp_path: Path) 
             EvaluationPipelineExecution.start("benchmark", "one-too-many", definition, role, output)
         assert "10 are running" in str(caught.value)
         assert len(EvaluationPipelineExecution.get_all("benchmark")) == 10
+        # An evaluation rejected by the limit leaves nothing behind: no orphan spec.json folder.
+        rejected_output = tmp_path / "rejected"
+        evaluator = CustomScorerEvaluator(
+            evaluator="bleu", dataset=str(DATASET), model="listed-answers", s3_output_path=str(rejected_output)
+        )
+        with pytest.raises(ConcurrencyLimitError, match="at most 10 evaluations can run at once"):
+            evaluator.evaluate()
+        assert not rejected_output.exists() or list(rejected_output.rglob("*")) == []
     finally:
         for execution in running:
             execution.stop()
@@ -244,8 +252,8 @@ def test_base_model_is_taken_from_the_model_package(aws: str, model_server, data
             "SupportedResponseMIMETypes": ["application/json"],
         },
         CustomerMetadataProperties={
-            "evalstack:model_reference": f"openai:{model_server.base_url}?model=candidate",
-            "evalstack:base_model": f"openai:{model_server.base_url}?model=base",
+            "evalstack:model_reference": f"openai:{model_server.base_url}?model=candidate&api=chat",
+            "evalstack:base_model": f"openai:{model_server.base_url}?model=base&api=chat",
         },
     )["ModelPackageArn"]
     evaluator = CustomScorerEvaluator(
@@ -258,12 +266,16 @@ def test_base_model_is_taken_from_the_model_package(aws: str, model_server, data
     assert comparison["fine_tuned"]["accuracy"] == 1.0
     assert comparison["base"]["accuracy"] == pytest.approx(BASE_CORRECT / N_QUESTIONS)
     spec = json.loads(storage.read_text(f"{tmp_path}/{execution.name}/spec.json"))
-    assert spec["model"] == arn and spec["base_model"] == f"openai:{model_server.base_url}?model=base"
+    assert spec["model"] == arn and spec["base_model"] == f"openai:{model_server.base_url}?model=base&api=chat"
 
 
-def test_instance_count_shards_the_evaluation(model_server, dataset: str, tmp_path: Path) -> None:
+def test_instance_count_shards_the_evaluation(
+    model_server, dataset: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # Two processes at a time: the third shard waits for a free slot, with no change in the results.
+    monkeypatch.setenv("EVALSTACK_LOCAL_MAX_PROCESSES", "2")
     outputs = []
-    for count in (1, 2):
+    for count in (1, 3):
         execution = _evaluator(model_server, dataset, str(tmp_path / f"n{count}"), instance_count=count).evaluate()
         execution.wait(poll=1)
         shards = storage.list_uris(storage.join(execution.s3_output_path, "records", "candidate"))
@@ -274,3 +286,25 @@ def test_instance_count_shards_the_evaluation(model_server, dataset: str, tmp_pa
     assert outputs[0] == outputs[1]
     with pytest.raises(ValueError, match="instance_count: must be a positive integer, got 0"):
         _evaluator(model_server, dataset, str(tmp_path), instance_count=0)
+    for too_many in (101, 1000):
+        output = tmp_path / f"too-many-{too_many}"
+        with pytest.raises(ValueError, match=f"instance_count: must be an integer from 1 to 100 .*got {too_many}"):
+            _evaluator(model_server, dataset, str(output), instance_count=too_many).evaluate()
+        assert not output.exists()
+
+
+def test_a_start_sagemaker_rejects_leaves_nothing_in_s3(aws: str, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The same cleanup on the SageMaker backend (moto): spec.json is written to S3 before the start,
+    and removed when the service answers the start with an error."""
+    import boto3
+
+    bucket = "evalstack-rejected-start"
+    boto3.client("s3").create_bucket(Bucket=bucket)
+    monkeypatch.setenv("EVALSTACK_BACKEND", "sagemaker")
+    monkeypatch.setenv("EVALSTACK_PIPELINE_CUSTOM_SCORER", "not-deployed")
+    evaluator = CustomScorerEvaluator(
+        evaluator="bleu", dataset=str(DATASET), model="listed-answers", s3_output_path=f"s3://{bucket}/evals"
+    )
+    with pytest.raises(ClientError):
+        evaluator.evaluate()
+    assert boto3.client("s3").list_objects_v2(Bucket=bucket).get("Contents", []) == []

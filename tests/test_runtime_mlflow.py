@@ -45,7 +45,7 @@ def test_report_step_logs_params_metrics_and_artifacts(isolated_environment: Pat
     assert run.data.params["output_uri"] == execution.s3_output_path
     assert run.data.tags["evalstack.output_uri"] == execution.s3_output_path
     artifacts = sorted(a.path for a in client.list_artifacts(run.info.run_id))
-    assert artifacts == ["report.md", "results.json", "spec.json"]
+    assert artifacts == ["report.html", "report.md", "results.json", "spec.json"]
     logged = json.loads(Path(client.download_artifacts(run.info.run_id, "results.json", str(tmp_path))).read_text())
     assert logged == json.loads((Path(execution.s3_output_path) / "results.json").read_text())
     # Artifacts stay under EVALSTACK_HOME, not in the working directory.

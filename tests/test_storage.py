@@ -39,7 +39,7 @@ def test_failed_write_keeps_the_old_file(tmp_path: Path, monkeypatch: pytest.Mon
 def test_uri_forms_map_to_the_same_local_file(tmp_path: Path, isolated_environment: Path) -> None:
     assert storage.local_path(f"file://{tmp_path}/x.json") == tmp_path / "x.json"
     assert storage.local_path("s3://bucket/k/x.json") == isolated_environment / "s3" / "bucket" / "k" / "x.json"
-    assert storage.join("s3://b/prefix/", "/run/", "results.json") == "s3://b/prefix/run/results.json"
+    assert storage.join("s3://bkt/prefix/", "/run/", "results.json") == "s3://bkt/prefix/run/results.json"
     assert not storage.s3_uses_aws()
 
 
@@ -74,5 +74,6 @@ def test_evaluation_writes_results_to_s3(aws: str) -> None:
     prefix = execution.s3_output_path.removeprefix("s3://evalstack-results/")
     # Top-level result files; the pipeline also keeps its inputs one level up and step records below.
     keys = [k for k in keys if k.startswith(f"{prefix}/") and "/" not in k.removeprefix(f"{prefix}/")]
-    assert keys == [f"{prefix}/{name}" for name in ("report.md", "results.json", "samples.jsonl", "spec.json")]
+    names = {k.removeprefix(f"{prefix}/") for k in keys}
+    assert {"report.md", "results.json", "samples.jsonl", "spec.json"} <= names
     assert execution.results()["metrics"]["meteor"] > 0

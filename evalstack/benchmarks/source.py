@@ -2,11 +2,12 @@
 
 The data root is deployment configuration, not part of a spec: ``EVALSTACK_BENCHMARK_DATA`` holds
 a local path, a ``file://`` URI or an ``s3://`` prefix laid out like ``shared/benchmarks`` (see its
-MANIFEST.md), or the word ``hf`` to read the HF datasets equivalents. Unset, it is the
-``shared/benchmarks`` folder beside the repository root. With ``hf``, ``EVALSTACK_HF_MIRROR`` may name
-a local folder of hub dataset repositories (``<mirror>/<owner>/<name>``, each downloaded with
-``huggingface_hub.snapshot_download(repo_id, repo_type="dataset", revision=<sha>, local_dir=...)``)
-for hosts without hub access; the pinned revision is then checked against the download metadata.
+MANIFEST.md; ``evalstack data fetch NAME --root DIR`` fills such a folder from the hub), or the word
+``hf`` to read the HF datasets equivalents at their pinned revisions, which is also the default when
+it is unset. With ``hf``, ``EVALSTACK_HF_MIRROR`` may name a local folder of hub dataset repositories
+(``<mirror>/<owner>/<name>``, each downloaded with ``huggingface_hub.snapshot_download(repo_id,
+repo_type="dataset", revision=<sha>, local_dir=...)``) for hosts without hub access; the pinned
+revision is then checked against the download metadata.
 
 A :class:`FileSource` remembers the bytes of every file it read, so the dataset hash covers
 exactly the files a run used, whichever root they came from.
@@ -28,13 +29,8 @@ HF_MIRROR_ENV = "EVALSTACK_HF_MIRROR"
 HF_SOURCE = "hf"
 
 
-def default_data_root() -> str:
-    repo_root = Path(__file__).resolve().parents[2]
-    return str(repo_root.parent / "shared" / "benchmarks")
-
-
 def data_root() -> str:
-    return os.environ.get(DATA_ENV) or default_data_root()
+    return os.environ.get(DATA_ENV) or HF_SOURCE
 
 
 @dataclass
@@ -61,7 +57,7 @@ class FileSource:
         if not storage.exists(uri):
             raise FileNotFoundError(
                 f"benchmark file {relpath!r} not found under {self.root!r} (set {DATA_ENV} to the folder or "
-                "s3:// prefix that holds the original files; see shared/benchmarks/MANIFEST.md)"
+                "s3:// prefix that holds the original files, or fill a folder with `evalstack data fetch NAME`)"
             )
         data = storage.read_bytes(uri)
         with self._lock:

@@ -14,6 +14,7 @@
 
 from __future__ import annotations
 
+import json
 import random
 from collections.abc import Sequence
 from typing import Any
@@ -26,6 +27,7 @@ from evalstack.benchmarks.source import Source, open_source
 from evalstack.catalog.benchmarks import resolve_benchmark
 from evalstack.catalog.hyperparameters import Hyperparameters
 from evalstack.models.base import GenerateRequest, LoglikelihoodRequest, ModelBackend
+from evalstack.models.loglikelihood_tokens import loglikelihood_details
 from evalstack.spec import EvaluationSpec
 from evalstack.task import Aggregate, Item
 
@@ -169,6 +171,10 @@ class BenchmarkTask:
             lls = [by_pair[pair].logprob for pair in pairs]
             scores = definition.score_loglikelihoods(item.data, lls)
             records.append(_record(item, scores, LOGLIKELIHOOD, target=item.data["gold"], loglikelihoods=lls))
+        # How the backend tokenized, once per call (not per record): aggregate() reports it.
+        tokenization = loglikelihood_details(model)
+        if tokenization is not None:
+            records[0]["tokenization"] = tokenization
         return records
 
     def _run_lettered(self, definition: MultipleChoice, items: Sequence[Item], model: ModelBackend) -> list[dict]:
@@ -233,6 +239,8 @@ def aggregate_records(benchmark: str, records: Sequence[dict[str, Any]], num_few
             stderr[metric] = overall_se
             intervals[metric] = [metrics[metric] - 1.96 * overall_se, metrics[metric] + 1.96 * overall_se]
 
+    described = [r["tokenization"] for r in records if "tokenization" in r]
+    tokenizations = list({json.dumps(t, sort_keys=True): t for t in described}.values())
     modes = sorted({r["mode"] for r in records})
     parse_failures = sum(1 for r in records if _parse_failed(r))
     details = {
@@ -246,6 +254,8 @@ def aggregate_records(benchmark: str, records: Sequence[dict[str, Any]], num_few
         if has_subtasks
         else "mean over samples; stderr = sample stddev (n-1) / sqrt(n)",
     }
+    if tokenizations:
+        details["tokenization"] = tokenizations[0] if len(tokenizations) == 1 else tokenizations
     return Aggregate(metrics=metrics, stderr=stderr, confidence_intervals=intervals, subtasks=subtasks, details=details)
 
 

@@ -68,7 +68,13 @@ class BenchmarkInfo:
     citation: str
     task_type: str
     num_samples: int
+    # The metric the reference's headline ("accuracy", "score", the comparison's "improvement") reads.
+    primary_metric: str = ""
     subtask_sizes: dict[str, int] = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        if self.primary_metric not in self.metrics:
+            raise ValueError(f"{self.name}: primary_metric {self.primary_metric!r} is not one of {self.metrics}")
 
     def properties(self) -> dict[str, Any]:
         """The reference API's property dict."""
@@ -84,6 +90,7 @@ class BenchmarkInfo:
                 "subtask_sizes": dict(self.subtask_sizes),
             },
             "metrics": list(self.metrics),
+            "primary_metric": self.primary_metric,
             "citation": self.citation,
             "task_type": self.task_type,
             "num_samples": self.num_samples,
@@ -102,6 +109,7 @@ BENCHMARKS: dict[Benchmark, BenchmarkInfo] = {
         citation="Hendrycks et al., Measuring Massive Multitask Language Understanding, ICLR 2021.",
         task_type="multiple_choice",
         num_samples=14042,
+        primary_metric="acc",
     ),
     Benchmark.BBH: BenchmarkInfo(
         name="BBH",
@@ -114,6 +122,7 @@ BENCHMARKS: dict[Benchmark, BenchmarkInfo] = {
         citation="Suzgun et al., Challenging BIG-Bench Tasks and Whether Chain-of-Thought Can Solve Them, 2022.",
         task_type="generation",
         num_samples=6511,
+        primary_metric="exact_match",
     ),
     Benchmark.MATH: BenchmarkInfo(
         name="MATH",
@@ -126,6 +135,7 @@ BENCHMARKS: dict[Benchmark, BenchmarkInfo] = {
         citation="Hendrycks et al., Measuring Mathematical Problem Solving With the MATH Dataset, NeurIPS 2021.",
         task_type="generation",
         num_samples=5000,
+        primary_metric="exact_match",
         subtask_sizes={
             "algebra": 1187,
             "counting_and_probability": 474,
@@ -147,6 +157,7 @@ BENCHMARKS: dict[Benchmark, BenchmarkInfo] = {
         citation="Cobbe et al., Training Verifiers to Solve Math Word Problems, 2021.",
         task_type="generation",
         num_samples=1319,
+        primary_metric="exact_match_strict",
     ),
     Benchmark.HELLASWAG: BenchmarkInfo(
         name="HellaSwag",
@@ -159,6 +170,7 @@ BENCHMARKS: dict[Benchmark, BenchmarkInfo] = {
         citation="Zellers et al., HellaSwag: Can a Machine Really Finish Your Sentence?, ACL 2019.",
         task_type="multiple_choice",
         num_samples=10042,
+        primary_metric="acc_norm",
     ),
     Benchmark.WINOGRANDE: BenchmarkInfo(
         name="WinoGrande",
@@ -171,6 +183,7 @@ BENCHMARKS: dict[Benchmark, BenchmarkInfo] = {
         citation="Sakaguchi et al., WinoGrande: An Adversarial Winograd Schema Challenge at Scale, AAAI 2020.",
         task_type="multiple_choice",
         num_samples=1267,
+        primary_metric="acc",
     ),
     Benchmark.ARC: BenchmarkInfo(
         name="ARC",
@@ -183,6 +196,7 @@ BENCHMARKS: dict[Benchmark, BenchmarkInfo] = {
         citation="Clark et al., Think you have Solved Question Answering? Try ARC, 2018.",
         task_type="multiple_choice",
         num_samples=3548,
+        primary_metric="acc_norm",
         subtask_sizes={"easy": 2376, "challenge": 1172},
     ),
     Benchmark.TRUTHFULQA: BenchmarkInfo(
@@ -196,6 +210,7 @@ BENCHMARKS: dict[Benchmark, BenchmarkInfo] = {
         citation="Lin et al., TruthfulQA: Measuring How Models Mimic Human Falsehoods, ACL 2022.",
         task_type="multiple_choice",
         num_samples=817,
+        primary_metric="mc2",
     ),
     Benchmark.PIQA: BenchmarkInfo(
         name="PIQA",
@@ -208,6 +223,7 @@ BENCHMARKS: dict[Benchmark, BenchmarkInfo] = {
         citation="Bisk et al., PIQA: Reasoning about Physical Commonsense in Natural Language, AAAI 2020.",
         task_type="multiple_choice",
         num_samples=1838,
+        primary_metric="acc_norm",
     ),
     Benchmark.BOOLQ: BenchmarkInfo(
         name="BoolQ",
@@ -220,6 +236,7 @@ BENCHMARKS: dict[Benchmark, BenchmarkInfo] = {
         citation="Clark et al., BoolQ: Exploring the Surprising Difficulty of Natural Yes/No Questions, NAACL 2019.",
         task_type="multiple_choice",
         num_samples=3270,
+        primary_metric="acc",
     ),
     Benchmark.RACE: BenchmarkInfo(
         name="RACE",
@@ -232,9 +249,15 @@ BENCHMARKS: dict[Benchmark, BenchmarkInfo] = {
         citation="Lai et al., RACE: Large-scale ReAding Comprehension Dataset From Examinations, EMNLP 2017.",
         task_type="multiple_choice",
         num_samples=4934,
+        primary_metric="acc",
         subtask_sizes={"high": 3498, "middle": 1436},
     ),
 }
+
+
+# Primary metrics that are a share of items answered right: the headline calls them "accuracy".
+# mc2 (TruthfulQA) is a normalised probability mass, not a share, so it has a score but no accuracy.
+ACCURACY_METRICS = frozenset({"acc", "acc_norm", "exact_match", "exact_match_strict", "mc1"})
 
 
 def get_benchmarks() -> type[Benchmark]:

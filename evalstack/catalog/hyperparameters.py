@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 from typing import Any
 
@@ -56,6 +57,8 @@ class Param:
             raise ValueError(
                 f"hyperparameter {name!r} must be {self.kind.__name__}, got {type(value).__name__} {value!r}"
             )
+        if isinstance(value, float) and not math.isfinite(value):
+            raise ValueError(f"hyperparameter {name!r} must be a finite number, got {value!r}")
         if self.choices is not None and value not in self.choices:
             raise ValueError(f"hyperparameter {name!r} must be one of {list(self.choices)}, got {value!r}")
         if self.low is not None and value < self.low:
@@ -116,6 +119,9 @@ LLM_AS_JUDGE: dict[str, Param] = {
     **GENERATION,
     "threshold": Param(float, 0.5, "Pass-rate threshold on the 0-1 normalized score.", 0.0, 1.0),
     "judge_max_tokens": Param(int, 512, "Maximum tokens of a judge answer.", 1, 8192),
+    "max_parse_failure_rate": Param(
+        float, 0.5, "Fail the evaluation when a judge metric's unparsable answers exceed this share.", 0.0, 1.0
+    ),
     "limit": Param(int, None, "Judge at most the first N samples.", 1, None, optional=True),
 }
 

@@ -9,3 +9,5 @@ MAX_JUDGE_PROMPTS = 10_000
 BATCH_SIZE_RANGE = (1, 32)
 # SageMaker caps pipeline parameter values at 1,024 characters, so specs travel as files.
 MAX_PIPELINE_PARAMETER_CHARS = 1024
+# A Processing job runs on at most 100 instances (ProcessingResources.ClusterConfig.InstanceCount).
+MAX_INSTANCE_COUNT = 100

@@ -25,6 +25,28 @@ CLASSIFICATION_METRICS = frozenset(
 
 
 @dataclass(frozen=True)
+class PrimaryMetric:
+    """The value a preset's headline reads: ``name`` in its output, whether it is an accuracy (a share
+    of samples right), and its full scale (the headline "score" is value / scale * 100)."""
+
+    name: str
+    is_accuracy: bool = False
+    scale: float = 1.0
+
+
+PRESET_PRIMARY_METRICS: dict[BuiltInMetric, PrimaryMetric] = {
+    BuiltInMetric.ACCURACY: PrimaryMetric("accuracy", is_accuracy=True),
+    BuiltInMetric.F1: PrimaryMetric("f1"),
+    BuiltInMetric.PRECISION: PrimaryMetric("precision"),
+    BuiltInMetric.RECALL: PrimaryMetric("recall"),
+    BuiltInMetric.BLEU: PrimaryMetric("bleu", scale=100.0),  # sacrebleu reports 0-100
+    BuiltInMetric.ROUGE: PrimaryMetric("rougeL"),
+    BuiltInMetric.METEOR: PrimaryMetric("meteor"),
+    BuiltInMetric.BERTSCORE: PrimaryMetric("bertscore_f1"),
+}
+
+
+@dataclass(frozen=True)
 class JudgeMetricInfo:
     name: str
     description: str

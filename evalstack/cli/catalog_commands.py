@@ -7,6 +7,7 @@ import json
 
 from evalstack.catalog import BENCHMARKS, JUDGE_METRICS, BuiltInMetric, get_benchmark_properties
 from evalstack.catalog.hyperparameters import SCHEMAS
+from evalstack.cli.kinds import eval_kind
 
 
 def _list_benchmarks(args: argparse.Namespace) -> None:
@@ -44,5 +45,5 @@ def register(commands: argparse._SubParsersAction) -> None:
     metrics = commands.add_parser("metrics", help="list preset and judge metrics").add_subparsers(required=True)
     metrics.add_parser("list", help="list the metrics").set_defaults(handler=_list_metrics)
     hps = commands.add_parser("hyperparameters", help="list the hyperparameters of an evaluation kind")
-    hps.add_argument("kind", choices=sorted(SCHEMAS))
+    hps.add_argument("kind", type=eval_kind, help=f"one of {', '.join(sorted(SCHEMAS))} (- or _)")
     hps.set_defaults(handler=_hyperparameters)

@@ -1,23 +1,15 @@
-"""``evalstack executions list|show|wait|stop``: follow evaluations on the chosen backend.
+"""``evalstack executions list|show|wait|stop|retry``: follow evaluations on the chosen backend.
 
-The backend is chosen as for the evaluators (``EVALSTACK_BACKEND``, ``--region``); see
-:mod:`evalstack.runtime.backend`.
+An execution is named by its ARN, its id (the ARN's last part) or its name. The backend is chosen as
+for the evaluators (``EVALSTACK_BACKEND``, ``--region``); see :mod:`evalstack.runtime.backend`.
 """
 
 from __future__ import annotations
 
 import argparse
-import sys
 
+from evalstack.cli.kinds import eval_kind
 from evalstack.runtime.execution import EvaluationPipelineExecution, StepDetail
-from evalstack.spec import EVAL_TYPES
-
-
-def _kind(value: str) -> str:
-    kind = value.replace("-", "_")
-    if kind not in EVAL_TYPES:
-        raise argparse.ArgumentTypeError(f"must be one of {', '.join(EVAL_TYPES)}")
-    return kind
 
 
 def _step_line(step: StepDetail) -> str:
@@ -39,8 +31,12 @@ def _list(args: argparse.Namespace) -> int:
     return 0
 
 
+def _get(args: argparse.Namespace) -> EvaluationPipelineExecution:
+    return EvaluationPipelineExecution.get(args.execution, region=args.region)
+
+
 def _show(args: argparse.Namespace) -> int:
-    execution = EvaluationPipelineExecution.get(args.arn, region=args.region)
+    execution = _get(args)
     status = execution.get_status()
     print(f"Execution: {execution.name}")
     print(f"ARN:       {execution.arn}")
@@ -69,30 +65,40 @@ class _Progress:
 
 
 def _wait(args: argparse.Namespace) -> int:
-    execution = EvaluationPipelineExecution.get(args.arn, region=args.region)
+    """Exit 0 when it succeeded; a failed or stopped execution raises FailedStatusError (exit 1)."""
+    execution = _get(args)
     print(f"Waiting for {execution.name} ({execution.status})", flush=True)
-    try:
-        execution.wait(poll=args.poll, timeout=args.timeout, progress=_Progress())
-    except RuntimeError as err:
-        print(f"evalstack: {err}", file=sys.stderr)
-        return 1
+    execution.wait(poll=args.poll, timeout=args.timeout, progress=_Progress())
     print(f"{execution.name}: {execution.status}; results in {execution.s3_output_path}")
     return 0
 
 
 def _stop(args: argparse.Namespace) -> int:
-    execution = EvaluationPipelineExecution.get(args.arn, region=args.region)
+    execution = _get(args)
+    if execution.status not in ("Executing", "Stopping"):
+        raise ValueError(f"execution {execution.name} is {execution.status}; only an executing one can be stopped")
     execution.stop()
     print(f"{execution.name}: {execution.status}")
     return 0
 
 
+def _retry(args: argparse.Namespace) -> int:
+    execution = _get(args)
+    if execution.status not in ("Failed", "Stopped"):
+        raise ValueError(
+            f"execution {execution.name} is {execution.status}; only a failed or stopped one can be retried"
+        )
+    execution.retry()
+    print(f"{execution.name}: {execution.status} (retried; finished steps are kept)")
+    return 0
+
+
 def register(commands: argparse._SubParsersAction) -> None:
-    group = commands.add_parser("executions", help="list, show, wait for or stop evaluation executions")
+    group = commands.add_parser("executions", help="list, show, wait for, stop or retry evaluation executions")
     sub = group.add_subparsers(required=True)
 
     listing = sub.add_parser("list", help="executions, newest first")
-    listing.add_argument("--type", type=_kind, help="only this kind (benchmark, custom_scorer, llm_as_judge)")
+    listing.add_argument("--type", type=eval_kind, help="only this kind (benchmark, custom_scorer, llm_as_judge)")
     listing.add_argument("--limit", type=int, default=50)
     listing.set_defaults(handler=_list)
 
@@ -107,7 +113,10 @@ def register(commands: argparse._SubParsersAction) -> None:
     stop = sub.add_parser("stop", help="stop an executing execution")
     stop.set_defaults(handler=_stop)
 
-    for parser in (show, wait, stop):
-        parser.add_argument("arn", help="pipeline execution ARN")
-    for parser in (listing, show, wait, stop):
+    retry = sub.add_parser("retry", help="retry a failed or stopped execution (finished steps are kept)")
+    retry.set_defaults(handler=_retry)
+
+    for parser in (show, wait, stop, retry):
+        parser.add_argument("execution", help="execution name, id or ARN")
+    for parser in (listing, show, wait, stop, retry):
         parser.add_argument("--region", help="AWS region (SageMaker backend)")

@@ -6,10 +6,11 @@ with their own context. Context keys (cdk.json ``context`` or ``-c key=value``; 
   stage                 default "dev"
   vpc                   "isolated" (new isolated VPC, default) | "existing" | "none"
   vpcId, vpcCidr, availabilityZones, subnetIds, routeTableIds   for vpc=existing (no lookup, works offline)
-  createEndpoints       default true
-  imageUri              a pushed processing image; default: build the repository Dockerfile
+  createEndpoints       default true; false when the VPC already has the endpoints
+  imageUri              a pushed processing image; default: build evalstack/image/Dockerfile
   evalTypes             default all: benchmark, custom_scorer, llm_as_judge
-  instanceType, instanceCount
+  instanceType, reportInstanceType, instanceCount
+  mlflowTrackingServerArn   the SageMaker MLflow tracking server jobs may log to
   bedrockModels, endpointNames, secretArns      what jobs may invoke or read
   modelPackageGroup     enables continuous evaluation of this group
   schedule              default "rate(1 day)"; "none" disables the schedule
@@ -26,8 +27,8 @@ import aws_cdk as cdk
 from cdk_nag import AwsSolutionsChecks, ServerlessChecks
 from constructs import Construct
 
+from evalstack.constructs import defaults
 from evalstack.constructs.approval import ApprovalThresholds
-from evalstack.constructs.continuous import DEFAULT_SCHEDULE
 from evalstack.constructs.platform import ContinuousEvaluationSettings, EvaluationPlatformStack
 from evalstack.spec import EVAL_TYPES
 
@@ -67,12 +68,9 @@ def _vpc_attributes(node: Any) -> dict[str, Any]:
         "availability_zones": _as_list(node, "availabilityZones"),
         "private_subnet_ids": _as_list(node, "subnetIds"),
     }
-    # The S3 gateway endpoint attaches to the subnets' route tables.
     route_tables = _as_list(node, "routeTableIds")
     if route_tables:
         attributes["private_subnet_route_table_ids"] = route_tables
-    elif _context(node, "createEndpoints", True):
-        raise ValueError("context vpc=existing: set routeTableIds (or createEndpoints=false)")
     return attributes
 
 
@@ -83,7 +81,7 @@ def _continuous(node: Any) -> ContinuousEvaluationSettings | None:
     evaluation = _context(node, "evaluation")
     if not isinstance(evaluation, dict):
         raise ValueError("context evaluation: a JSON object (the spec template) is required with modelPackageGroup")
-    schedule = _context(node, "schedule", DEFAULT_SCHEDULE)
+    schedule = _context(node, "schedule", defaults.SCHEDULE)
     raw = _context(node, "thresholds")
     thresholds = None
     if raw:
@@ -108,7 +106,7 @@ def platform_props(scope: Construct) -> dict[str, Any]:
     if mode not in VPC_MODES:
         raise ValueError(f"context vpc: must be one of {list(VPC_MODES)}, got {mode!r}")
     return {
-        "stage": _context(node, "stage", "dev"),
+        "stage": _context(node, "stage", defaults.STAGE),
         "eval_types": _as_list(node, "evalTypes") or list(EVAL_TYPES),
         "use_vpc": mode != "none",
         "create_endpoints": bool(_context(node, "createEndpoints", True)),
@@ -116,8 +114,10 @@ def platform_props(scope: Construct) -> dict[str, Any]:
         "endpoint_names": _as_list(node, "endpointNames"),
         "bedrock_models": _as_list(node, "bedrockModels"),
         "secret_arns": _as_list(node, "secretArns"),
-        "instance_type": _context(node, "instanceType", "ml.m5.xlarge"),
-        "instance_count": int(_context(node, "instanceCount", 1)),
+        "instance_type": _context(node, "instanceType", defaults.INSTANCE_TYPE),
+        "report_instance_type": _context(node, "reportInstanceType", defaults.REPORT_INSTANCE_TYPE),
+        "instance_count": int(_context(node, "instanceCount", defaults.INSTANCE_COUNT)),
+        "mlflow_tracking_server_arn": _context(node, "mlflowTrackingServerArn"),
         "continuous": _continuous(node),
     }
 

@@ -8,6 +8,7 @@ from aws_cdk import aws_kms as kms
 from aws_cdk import aws_s3 as s3
 from constructs import Construct
 
+from evalstack.constructs import defaults
 from evalstack.constructs.grants import (
     DECRYPT_ACTIONS,
     ENCRYPT_DECRYPT_ACTIONS,
@@ -17,24 +18,28 @@ from evalstack.constructs.grants import (
     grant_prefix,
 )
 
-DEFAULT_DATASET_PREFIX = "datasets/"
-DEFAULT_OUTPUT_PREFIX = "evaluations/"
-
 
 class EvaluationBucket(Construct):
     """A KMS-encrypted, SSL-only, versioned bucket with server access logs and lifecycle rules.
 
+    Layout: datasets under ``dataset_prefix``; results under ``output_prefix`` (``<pipeline>/<token>/...``
+    for continuous evaluations); specs and markers the trigger writes under ``control_prefix``
+    (``control/<pipeline>/``), which only the trigger may write and the gate trusts.
+
     Props:
-      key: the KMS key (required unless ``existing_bucket`` is given; then it is the key that bucket uses).
-      existing_bucket: bring your own bucket; nothing is created. Default: create one.
+      key: the KMS key. Default: the key ``existing_bucket`` is encrypted with (``encryption_key``);
+        required when there is none.
+      existing_bucket: bring your own bucket; no bucket is created. Its policy (when it is a ``s3.Bucket``
+        of this app) gets the SSE-KMS upload statements. Default: create one.
       existing_logging_bucket: where server access logs go. Default: a new SSE-S3 bucket
         (S3 delivers access logs only to SSE-S3 buckets).
-      dataset_prefix: default ``datasets/``; output_prefix: default ``evaluations/``.
+      bucket_name: physical name of the new bucket. Default: generated.
+      dataset_prefix, output_prefix, control_prefix: default ``datasets/``, ``evaluations/``, ``control/``.
       noncurrent_version_expiration: default 90 days. log_expiration: default 365 days.
-      removal_policy: default ``RemovalPolicy.RETAIN``.
+      removal_policy: default ``defaults.REMOVAL_POLICY`` (RETAIN).
 
     Attributes: ``bucket``, ``logging_bucket`` (None when bringing a bucket), ``key``,
-    ``dataset_prefix``, ``output_prefix``, ``output_uri``.
+    ``dataset_prefix``, ``output_prefix``, ``control_prefix``, ``output_uri``.
     """
 
     def __init__(
@@ -42,19 +47,27 @@ class EvaluationBucket(Construct):
         scope: Construct,
         construct_id: str,
         *,
-        key: kms.IKey,
+        key: kms.IKey | None = None,
         existing_bucket: s3.IBucket | None = None,
         existing_logging_bucket: s3.IBucket | None = None,
-        dataset_prefix: str = DEFAULT_DATASET_PREFIX,
-        output_prefix: str = DEFAULT_OUTPUT_PREFIX,
-        noncurrent_version_expiration: Duration | None = None,
-        log_expiration: Duration | None = None,
-        removal_policy: RemovalPolicy = RemovalPolicy.RETAIN,
+        bucket_name: str | None = None,
+        dataset_prefix: str = defaults.DATASET_PREFIX,
+        output_prefix: str = defaults.OUTPUT_PREFIX,
+        control_prefix: str = defaults.CONTROL_PREFIX,
+        noncurrent_version_expiration: Duration = defaults.NONCURRENT_VERSION_EXPIRATION,
+        log_expiration: Duration = defaults.ACCESS_LOG_EXPIRATION,
+        removal_policy: RemovalPolicy = defaults.REMOVAL_POLICY,
     ) -> None:
         super().__init__(scope, construct_id)
-        self.key = key
+        key = key or (existing_bucket.encryption_key if existing_bucket is not None else None)
+        if key is None:
+            raise ValueError(
+                "EvaluationBucket.key: required (the existing bucket has no encryption_key to default to)"
+            )
+        self.key: kms.IKey = key
         self.dataset_prefix = dataset_prefix
         self.output_prefix = output_prefix
+        self.control_prefix = control_prefix
         self.logging_bucket: s3.IBucket | None = None
         if existing_bucket is not None:
             self.bucket: s3.IBucket = existing_bucket
@@ -72,7 +85,7 @@ class EvaluationBucket(Construct):
                 lifecycle_rules=[
                     s3.LifecycleRule(
                         id="ExpireAccessLogs",
-                        expiration=log_expiration or Duration.days(365),
+                        expiration=log_expiration,
                         noncurrent_version_expiration=Duration.days(30),
                         abort_incomplete_multipart_upload_after=Duration.days(7),
                     )
@@ -82,6 +95,7 @@ class EvaluationBucket(Construct):
             self.bucket = s3.Bucket(
                 self,
                 "Bucket",
+                bucket_name=bucket_name,
                 encryption=s3.BucketEncryption.KMS,
                 encryption_key=key,
                 bucket_key_enabled=True,
@@ -94,21 +108,71 @@ class EvaluationBucket(Construct):
                 lifecycle_rules=[
                     s3.LifecycleRule(
                         id="ExpireNoncurrentVersions",
-                        noncurrent_version_expiration=noncurrent_version_expiration or Duration.days(90),
+                        noncurrent_version_expiration=noncurrent_version_expiration,
                         abort_incomplete_multipart_upload_after=Duration.days(7),
                     )
                 ],
                 removal_policy=removal_policy,
             )
+        self._require_platform_key_on_uploads()
         self.output_uri = f"s3://{self.bucket.bucket_name}/{output_prefix.rstrip('/')}"
+
+    def _require_platform_key_on_uploads(self) -> None:
+        # Uploads without encryption headers get the bucket default (SSE-KMS with this key); uploads that
+        # ask for anything else are refused. IfExists: the headers are optional, the default applies.
+        objects = self.bucket.arn_for_objects("*")
+        for sid, header, value in (
+            ("DenyUploadsNotSseKms", "s3:x-amz-server-side-encryption", "aws:kms"),
+            ("DenyUploadsWithAnotherKey", "s3:x-amz-server-side-encryption-aws-kms-key-id", self.key.key_arn),
+        ):
+            self.bucket.add_to_resource_policy(
+                iam.PolicyStatement(
+                    sid=sid,
+                    effect=iam.Effect.DENY,
+                    principals=[iam.AnyPrincipal()],
+                    actions=["s3:PutObject"],
+                    resources=[objects],
+                    conditions={"StringNotEqualsIfExists": {header: value}},
+                )
+            )
+
+    def control_uri(self, pipeline_name: str) -> str:
+        """``s3://<bucket>/control/<pipeline>``: the trigger's specs and markers for one pipeline."""
+        return f"s3://{self.bucket.bucket_name}/{self._control(pipeline_name)}"
+
+    def _control(self, pipeline_name: str, *parts: str) -> str:
+        return "/".join([self.control_prefix.rstrip("/"), pipeline_name, *parts])
 
     def grant_read_datasets(self, grantee: iam.IGrantable, prefixes: tuple[str, ...] | None = None) -> iam.Grant:
         """Read objects under the dataset prefix (or ``prefixes``) and decrypt them."""
         grant_key(self.key, grantee, DECRYPT_ACTIONS)
         return grant_prefix(self.bucket, grantee, prefixes or (self.dataset_prefix,), READ_OBJECT_ACTIONS)
 
+    def grant_read_output(self, grantee: iam.IGrantable, subprefix: str = "") -> iam.Grant:
+        """Read objects under the output prefix (optionally one sub-prefix of it)."""
+        grant_key(self.key, grantee, DECRYPT_ACTIONS)
+        return grant_prefix(self.bucket, grantee, (self._output(subprefix),), READ_OBJECT_ACTIONS)
+
     def grant_read_write_output(self, grantee: iam.IGrantable, subprefix: str = "") -> iam.Grant:
         """Read and write objects under the output prefix (optionally one sub-prefix of it)."""
         grant_key(self.key, grantee, ENCRYPT_DECRYPT_ACTIONS)
-        prefix = self.output_prefix.rstrip("/") + ("/" + subprefix.strip("/") if subprefix else "")
-        return grant_prefix(self.bucket, grantee, (prefix,), WRITE_OBJECT_ACTIONS)
+        return grant_prefix(self.bucket, grantee, (self._output(subprefix),), WRITE_OBJECT_ACTIONS)
+
+    def grant_read_specs(self, grantee: iam.IGrantable, pipeline_names: tuple[str, ...]) -> iam.Grant:
+        """Read the specs the trigger wrote for these pipelines (``control/<pipeline>/specs/``): what jobs read."""
+        grant_key(self.key, grantee, DECRYPT_ACTIONS)
+        prefixes = tuple(self._control(name, "specs") for name in pipeline_names)
+        return grant_prefix(self.bucket, grantee, prefixes, READ_OBJECT_ACTIONS)
+
+    def grant_read_control(self, grantee: iam.IGrantable, pipeline_name: str) -> iam.Grant:
+        """Read the trigger's specs and markers of one pipeline (what the approval gate verifies)."""
+        grant_key(self.key, grantee, DECRYPT_ACTIONS)
+        return grant_prefix(self.bucket, grantee, (self._control(pipeline_name),), READ_OBJECT_ACTIONS)
+
+    def grant_write_control(self, grantee: iam.IGrantable, pipeline_name: str) -> iam.Grant:
+        """Read and write the trigger's specs and markers of one pipeline: the trigger role only."""
+        grant_key(self.key, grantee, ENCRYPT_DECRYPT_ACTIONS)
+        return grant_prefix(self.bucket, grantee, (self._control(pipeline_name),), WRITE_OBJECT_ACTIONS)
+
+    def _output(self, subprefix: str) -> str:
+        return self.output_prefix.rstrip("/") + ("/" + subprefix.strip("/") if subprefix else "")

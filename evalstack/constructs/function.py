@@ -14,9 +14,11 @@ from aws_cdk import aws_iam as iam
 from aws_cdk import aws_kms as kms
 from aws_cdk import aws_lambda as lambda_
 from aws_cdk import aws_logs as logs
+from aws_cdk import aws_sns as sns
 from aws_cdk import aws_sqs as sqs
 from constructs import Construct
 
+from evalstack.constructs import defaults
 from evalstack.constructs.grants import ENCRYPT_DECRYPT_ACTIONS, grant_key
 from evalstack.constructs.nag import SERVERLESS, acknowledge, acknowledge_wildcard_resource
 
@@ -34,8 +36,15 @@ def lambda_code() -> lambda_.Code:
 
 class EvaluationFunction(Construct):
     """Props: handler (``module.function`` inside evalstack/lambdas), key, description, environment;
-    timeout (default 1 minute), memory_size (default 256 MB), retry_attempts (default 2),
-    max_event_age (default 6 hours), log_retention (default one year).
+    failure_topic: where an asynchronous invocation that failed every retry is announced (required);
+    log_group_name: default generated (EvaluationPlatform names them ``/evalstack/<prefix>/<function>``,
+    the names the key's Logs statement allows); timeout (default 1 minute), memory_size (default
+    ``defaults.FUNCTION_MEMORY_MB``), retry_attempts (default ``defaults.FUNCTION_RETRY_ATTEMPTS``),
+    max_event_age (default 6 hours), reserved_concurrency (default none), log_retention (default one
+    year), removal_policy of the log group (default ``defaults.REMOVAL_POLICY``).
+
+    A failed event lands once: in the dead-letter queue (DeadLetterConfig). The on-failure destination
+    is the topic, which carries the notice, not a second copy in a queue.
 
     Attributes: ``function``, ``role``, ``log_group``, ``dead_letter_queue``.
     """
@@ -49,15 +58,24 @@ class EvaluationFunction(Construct):
         key: kms.IKey,
         description: str,
         environment: dict[str, str],
+        failure_topic: sns.ITopic,
+        log_group_name: str | None = None,
         timeout: Duration | None = None,
-        memory_size: int = 256,
-        retry_attempts: int = 2,
+        memory_size: int = defaults.FUNCTION_MEMORY_MB,
+        retry_attempts: int = defaults.FUNCTION_RETRY_ATTEMPTS,
         max_event_age: Duration | None = None,
-        log_retention: logs.RetentionDays = logs.RetentionDays.ONE_YEAR,
+        reserved_concurrency: int | None = None,
+        log_retention: logs.RetentionDays = defaults.LOG_RETENTION,
+        removal_policy: RemovalPolicy = defaults.REMOVAL_POLICY,
     ) -> None:
         super().__init__(scope, construct_id)
         self.log_group = logs.LogGroup(
-            self, "Logs", encryption_key=key, retention=log_retention, removal_policy=RemovalPolicy.RETAIN
+            self,
+            "Logs",
+            log_group_name=log_group_name,
+            encryption_key=key,
+            retention=log_retention,
+            removal_policy=removal_policy,
         )
         self.dead_letter_queue = sqs.Queue(
             self,
@@ -65,7 +83,7 @@ class EvaluationFunction(Construct):
             encryption=sqs.QueueEncryption.KMS,
             encryption_master_key=key,
             enforce_ssl=True,
-            retention_period=Duration.days(14),
+            retention_period=defaults.DLQ_RETENTION,
         )
         self.role = iam.Role(self, "Role", assumed_by=iam.ServicePrincipal("lambda.amazonaws.com"))
         self.role.add_to_policy(
@@ -75,14 +93,17 @@ class EvaluationFunction(Construct):
                 resources=[self.log_group.log_group_arn],
             )
         )
-        # The DLQ is wired at the CloudFormation level (below) because the L2 prop would also grant
-        # wildcard KMS actions (kms:GenerateDataKey*, kms:ReEncrypt*).
+        # The DLQ and the failure destination are wired at the CloudFormation level (below) because the
+        # L2 props would also grant wildcard KMS actions (kms:GenerateDataKey*, kms:ReEncrypt*).
         self.role.add_to_policy(
             iam.PolicyStatement(
                 sid="SendToDeadLetterQueue",
                 actions=["sqs:SendMessage"],
                 resources=[self.dead_letter_queue.queue_arn],
             )
+        )
+        self.role.add_to_policy(
+            iam.PolicyStatement(sid="AnnounceFailures", actions=["sns:Publish"], resources=[failure_topic.topic_arn])
         )
         grant_key(key, self.role, ENCRYPT_DECRYPT_ACTIONS)
         self.function = lambda_.Function(
@@ -97,6 +118,7 @@ class EvaluationFunction(Construct):
             environment_encryption=key,
             timeout=timeout or Duration.minutes(1),
             memory_size=memory_size,
+            reserved_concurrent_executions=reserved_concurrency,
             log_group=self.log_group,
             logging_format=lambda_.LoggingFormat.JSON,
             application_log_level_v2=lambda_.ApplicationLogLevel.INFO,
@@ -113,10 +135,9 @@ class EvaluationFunction(Construct):
         cfn.dead_letter_config = lambda_.CfnFunction.DeadLetterConfigProperty(
             target_arn=self.dead_letter_queue.queue_arn
         )
-        # Failure destination for async invocations, also at the CloudFormation level (see above).
         invoke_config = self.function.node.find_child("EventInvokeConfig").node.default_child
         invoke_config.destination_config = lambda_.CfnEventInvokeConfig.DestinationConfigProperty(
-            on_failure=lambda_.CfnEventInvokeConfig.OnFailureProperty(destination=self.dead_letter_queue.queue_arn)
+            on_failure=lambda_.CfnEventInvokeConfig.OnFailureProperty(destination=failure_topic.topic_arn)
         )
         acknowledge_wildcard_resource(
             self.role,
@@ -128,6 +149,7 @@ class EvaluationFunction(Construct):
             self.dead_letter_queue,
             SERVERLESS,
             "Serverless-SQSRedrivePolicy",
-            "This queue is the terminal dead-letter queue of the function, its schedule and its rules; "
-            "a redrive target for it would only move the same failed events one hop further.",
+            "This queue is the terminal dead-letter queue of the function, its schedule, its rules and its "
+            "retry queue; a redrive target for it would only move the same failed events one hop further. "
+            "Redrive its messages back to the function's source once the cause is fixed (docs/deploy.md).",
         )

@@ -2,17 +2,26 @@
 
 from __future__ import annotations
 
-from aws_cdk import RemovalPolicy
+from collections.abc import Sequence
+
+from aws_cdk import RemovalPolicy, Stack, Token
 from aws_cdk import aws_ec2 as ec2
+from aws_cdk import aws_iam as iam
 from aws_cdk import aws_kms as kms
 from aws_cdk import aws_logs as logs
 from constructs import Construct
 
+from evalstack.constructs import defaults
+from evalstack.constructs.key import log_group_root, prepare_key
+from evalstack.constructs.nag import AWS_SOLUTIONS, acknowledge
+
 HTTPS = 443
-DEFAULT_CIDR = "10.60.0.0/16"
-# Interface endpoints a processing job needs: the SageMaker APIs and runtime (endpoint models), Bedrock
-# runtime (Bedrock models and judges), STS, CloudWatch Logs, ECR (image pull) and Secrets Manager (API keys).
-DEFAULT_INTERFACE_ENDPOINTS: dict[str, ec2.InterfaceVpcEndpointAwsService] = {
+# Interface endpoints a processing job needs: S3 (datasets, specs, results), the SageMaker APIs and
+# runtime (endpoint models), Bedrock runtime (Bedrock models and judges), STS, CloudWatch Logs, ECR and
+# Secrets Manager (API keys). S3 is an interface endpoint, not a gateway, so the jobs' egress stays
+# inside the VPC CIDR: a gateway endpoint is reached through a prefix list only (``egress_prefix_lists``).
+INTERFACE_ENDPOINTS: dict[str, ec2.InterfaceVpcEndpointAwsService] = {
+    "S3": ec2.InterfaceVpcEndpointAwsService.S3,
     "SageMakerApi": ec2.InterfaceVpcEndpointAwsService.SAGEMAKER_API,
     "SageMakerRuntime": ec2.InterfaceVpcEndpointAwsService.SAGEMAKER_RUNTIME,
     "BedrockRuntime": ec2.InterfaceVpcEndpointAwsService.BEDROCK_RUNTIME,
@@ -22,23 +31,35 @@ DEFAULT_INTERFACE_ENDPOINTS: dict[str, ec2.InterfaceVpcEndpointAwsService] = {
     "EcrDocker": ec2.InterfaceVpcEndpointAwsService.ECR_DOCKER,
     "SecretsManager": ec2.InterfaceVpcEndpointAwsService.SECRETS_MANAGER,
 }
+# Endpoints whose every resource a job touches is in this account; the others also reach AWS-owned
+# resources (Bedrock foundation models, ECR's layer storage, STS), so only the principal is fenced there.
+SAME_ACCOUNT_RESOURCES = frozenset({"S3", "SageMakerApi", "SageMakerRuntime", "Logs", "SecretsManager"})
 
 
 class EvaluationNetwork(Construct):
     """A new isolated VPC (no internet route) or an existing one, plus endpoints and security groups.
 
+    Everything, endpoints included, is created in this construct's own scope, never under the VPC, so a
+    VPC from another stack works and two platforms can share one VPC (the second skips the endpoints).
+
     Props:
-      key: KMS key for the flow-log group (required).
-      existing_vpc: bring your own VPC. Default: a new VPC with isolated subnets only and flow logs.
+      key: KMS key for the flow-log group of a new VPC (required).
+      existing_vpc: bring your own VPC. Default: a new VPC with isolated subnets only, flow logs and its
+        default security group stripped of all rules.
       subnet_selection: where jobs and endpoints go. Default: isolated subnets of the new VPC, or the
         VPC's default selection (private subnets) of an existing one.
-      cidr: CIDR of the new VPC. Default ``10.60.0.0/16``. max_azs: default 2.
-      create_endpoints: default True; set False when the existing VPC already has these endpoints.
-      flow_log_retention: default one year.
+      cidr: CIDR of the new VPC. Default ``defaults.VPC_CIDR``. max_azs: default ``defaults.MAX_AZS``.
+      endpoints: which of INTERFACE_ENDPOINTS to create. Default: all of them.
+      skip_endpoints: names the VPC already has (another platform or the network team made them).
+      egress_prefix_lists: managed prefix list ids jobs may also reach on 443 (e.g. an S3 gateway endpoint's).
+      name_prefix: names the flow-log group ``/evalstack/<name_prefix>/flow-logs`` (the key's Logs statement,
+        added here to a ``kms.Key``, covers it). Default ``evalstack``.
+      flow_log_retention: default ``defaults.LOG_RETENTION``. removal_policy: of the flow-log group,
+        default ``defaults.REMOVAL_POLICY``.
 
     Attributes: ``vpc``, ``subnets`` (ec2.SelectedSubnets), ``job_security_group``,
     ``endpoint_security_group`` (None without endpoints), ``endpoints`` (name -> endpoint),
-    ``flow_log`` (None for an existing VPC).
+    ``flow_log`` (None for an existing VPC), ``cidr``.
     """
 
     def __init__(
@@ -49,12 +70,20 @@ class EvaluationNetwork(Construct):
         key: kms.IKey,
         existing_vpc: ec2.IVpc | None = None,
         subnet_selection: ec2.SubnetSelection | None = None,
-        cidr: str = DEFAULT_CIDR,
-        max_azs: int = 2,
-        create_endpoints: bool = True,
-        flow_log_retention: logs.RetentionDays = logs.RetentionDays.ONE_YEAR,
+        cidr: str = defaults.VPC_CIDR,
+        max_azs: int = defaults.MAX_AZS,
+        endpoints: Sequence[str] | None = None,
+        skip_endpoints: Sequence[str] = (),
+        egress_prefix_lists: Sequence[str] = (),
+        name_prefix: str = "evalstack",
+        flow_log_retention: logs.RetentionDays = defaults.LOG_RETENTION,
+        removal_policy: RemovalPolicy = defaults.REMOVAL_POLICY,
     ) -> None:
         super().__init__(scope, construct_id)
+        wanted = list(INTERFACE_ENDPOINTS if endpoints is None else endpoints)
+        unknown = sorted((set(wanted) | set(skip_endpoints)) - set(INTERFACE_ENDPOINTS))
+        if unknown:
+            raise ValueError(f"EvaluationNetwork.endpoints: unknown {unknown}; choose from {list(INTERFACE_ENDPOINTS)}")
         self.flow_log: ec2.FlowLog | None = None
         # A literal CIDR where one is known (cdk-nag cannot evaluate EC23 against a token).
         self.cidr = cidr
@@ -63,6 +92,7 @@ class EvaluationNetwork(Construct):
             self.cidr = existing_vpc.vpc_cidr_block
             selection = subnet_selection or ec2.SubnetSelection()
         else:
+            prepare_key(self, key, name_prefix)
             vpc = ec2.Vpc(
                 self,
                 "Vpc",
@@ -72,20 +102,23 @@ class EvaluationNetwork(Construct):
                 subnet_configuration=[
                     ec2.SubnetConfiguration(name="evaluation", subnet_type=ec2.SubnetType.PRIVATE_ISOLATED)
                 ],
-                restrict_default_security_group=False,
+                # Nothing may use the default security group: its rules are removed.
+                restrict_default_security_group=True,
             )
             flow_logs = logs.LogGroup(
                 self,
                 "FlowLogs",
+                log_group_name=f"{log_group_root(name_prefix)}/flow-logs",
                 encryption_key=key,
                 retention=flow_log_retention,
-                removal_policy=RemovalPolicy.RETAIN,
+                removal_policy=removal_policy,
             )
             self.flow_log = vpc.add_flow_log(
                 "FlowLog",
                 destination=ec2.FlowLogDestination.to_cloud_watch_logs(flow_logs),
                 traffic_type=ec2.FlowLogTrafficType.ALL,
             )
+            _drop_redundant_dependency(Stack.of(self))
             self.vpc = vpc
             selection = subnet_selection or ec2.SubnetSelection(subnet_type=ec2.SubnetType.PRIVATE_ISOLATED)
         self.subnet_selection = selection
@@ -100,16 +133,23 @@ class EvaluationNetwork(Construct):
             self,
             "JobSecurityGroup",
             vpc=self.vpc,
-            description="evalstack processing jobs: no inbound; HTTPS out (isolated subnets reach only endpoints)",
+            description="evalstack processing jobs: no inbound; HTTPS out to the VPC (its endpoints) only",
             allow_all_outbound=False,
         )
-        self.job_security_group.add_egress_rule(ec2.Peer.any_ipv4(), ec2.Port.tcp(HTTPS), "HTTPS to VPC endpoints")
+        self.job_security_group.add_egress_rule(
+            ec2.Peer.ipv4(self.cidr), ec2.Port.tcp(HTTPS), "HTTPS to the VPC endpoints"
+        )
+        for prefix_list in egress_prefix_lists:
+            self.job_security_group.add_egress_rule(
+                ec2.Peer.prefix_list(prefix_list), ec2.Port.tcp(HTTPS), "HTTPS to a gateway endpoint"
+            )
         self.endpoint_security_group: ec2.SecurityGroup | None = None
         self.endpoints: dict[str, ec2.IVpcEndpoint] = {}
-        if create_endpoints:
-            self._add_endpoints(selection)
+        names = [name for name in wanted if name not in skip_endpoints]
+        if names:
+            self._add_endpoints(names, selection)
 
-    def _add_endpoints(self, selection: ec2.SubnetSelection) -> None:
+    def _add_endpoints(self, names: list[str], selection: ec2.SubnetSelection) -> None:
         group = ec2.SecurityGroup(
             self,
             "EndpointSecurityGroup",
@@ -118,14 +158,53 @@ class EvaluationNetwork(Construct):
             allow_all_outbound=False,
         )
         group.add_ingress_rule(ec2.Peer.ipv4(self.cidr), ec2.Port.tcp(HTTPS), "HTTPS from the VPC")
-        self.endpoint_security_group = group
-        for name, service in DEFAULT_INTERFACE_ENDPOINTS.items():
-            self.endpoints[name] = self.vpc.add_interface_endpoint(
-                name, service=service, subnets=selection, security_groups=[group], private_dns_enabled=True, open=False
+        if Token.is_unresolved(self.cidr):
+            acknowledge(
+                group,
+                AWS_SOLUTIONS,
+                "AwsSolutions-EC23",
+                "The only ingress is HTTPS from the VPC's own CIDR block, a reference to a VPC of another stack "
+                "that cdk-nag cannot evaluate; it is never 0.0.0.0/0 or ::/0.",
             )
-        self.endpoints["S3"] = self.vpc.add_gateway_endpoint(
-            "S3", service=ec2.GatewayVpcEndpointAwsService.S3, subnets=[selection]
-        )
+        self.endpoint_security_group = group
+        account = Stack.of(self).account
+        for name in names:
+            endpoint = ec2.InterfaceVpcEndpoint(
+                self,
+                f"{name}Endpoint",
+                vpc=self.vpc,
+                service=INTERFACE_ENDPOINTS[name],
+                subnets=selection,
+                security_groups=[group],
+                private_dns_enabled=True,
+                open=False,
+            )
+            conditions = {"aws:PrincipalAccount": account}
+            if name in SAME_ACCOUNT_RESOURCES:
+                conditions["aws:ResourceAccount"] = account
+            endpoint.add_to_policy(
+                iam.PolicyStatement(
+                    sid="OnlyThisAccount",
+                    principals=[iam.AnyPrincipal()],
+                    # An endpoint policy bounds what may pass through it; the callers' own IAM
+                    # policies grant the actions. Here it fences the accounts, not the actions.
+                    actions=["*"],
+                    resources=["*"],
+                    conditions={"StringEquals": conditions},
+                )
+            )
+            if name == "S3":
+                # ECR serves image layers from an AWS-owned bucket, reached through the S3 endpoint.
+                endpoint.add_to_policy(
+                    iam.PolicyStatement(
+                        sid="EcrImageLayers",
+                        principals=[iam.AnyPrincipal()],
+                        actions=["s3:GetObject"],
+                        resources=[f"arn:{Stack.of(self).partition}:s3:::prod-{Stack.of(self).region}-starport-layer-bucket/*"],
+                        conditions={"StringEquals": {"aws:PrincipalAccount": account}},
+                    )
+                )
+            self.endpoints[name] = endpoint
 
     @property
     def subnet_ids(self) -> list[str]:
@@ -134,3 +213,11 @@ class EvaluationNetwork(Construct):
     @property
     def security_group_ids(self) -> list[str]:
         return [self.job_security_group.security_group_id]
+
+
+def _drop_redundant_dependency(stack: Stack) -> None:
+    """CDK's default-security-group provider makes its handler depend on its role, which the handler's
+    Role GetAtt already implies (cfn-lint W3005); the explicit dependency is dropped."""
+    provider = stack.node.try_find_child("Custom::VpcRestrictDefaultSGCustomResourceProvider")
+    if provider is not None:
+        provider.node.find_child("Handler").remove_resource_dependency(provider.node.find_child("Role"))

@@ -1,4 +1,4 @@
-"""EvaluationRole: the SageMaker execution role of the pipelines and their processing jobs."""
+"""The two SageMaker roles: EvaluationRole (the jobs: data rights) and PipelineRole (the pipelines: control plane)."""
 
 from __future__ import annotations
 
@@ -10,6 +10,7 @@ from aws_cdk import aws_iam as iam
 from aws_cdk import aws_kms as kms
 from constructs import Construct
 
+from evalstack.constructs import defaults
 from evalstack.constructs.bucket import EvaluationBucket
 from evalstack.constructs.nag import acknowledge_wildcard_resource
 from evalstack.constructs.network import EvaluationNetwork
@@ -26,19 +27,78 @@ UNSCOPABLE_ACTIONS = (
 )  # fmt: skip
 
 
-class EvaluationRole(Construct):
-    """A least-privilege role assumed by SageMaker. No wildcard actions.
+# What the job code needs to log evaluations to a SageMaker managed MLflow tracking server.
+MLFLOW_ACTIONS = (
+    "sagemaker-mlflow:CreateExperiment", "sagemaker-mlflow:CreateRun", "sagemaker-mlflow:GetExperiment",
+    "sagemaker-mlflow:GetExperimentByName", "sagemaker-mlflow:GetRun", "sagemaker-mlflow:LogBatch",
+    "sagemaker-mlflow:LogInputs", "sagemaker-mlflow:LogMetric", "sagemaker-mlflow:LogParam",
+    "sagemaker-mlflow:SearchExperiments", "sagemaker-mlflow:SearchRuns", "sagemaker-mlflow:SetTag",
+    "sagemaker-mlflow:UpdateRun",
+)  # fmt: skip
+
+
+class _ScopedRole(Construct):
+    """A role assumed by SageMaker with one iam.Policy of named actions; wildcard resources need a reason."""
+
+    def __init__(
+        self, scope: Construct, construct_id: str, *, description: str, existing_role: iam.IRole | None
+    ) -> None:
+        super().__init__(scope, construct_id)
+        self.role: iam.IRole = existing_role or iam.Role(
+            self, "Role", assumed_by=iam.ServicePrincipal("sagemaker.amazonaws.com"), description=description
+        )
+        self.policy = iam.Policy(self, "Policy", roles=[self.role])
+        self._stack = Stack.of(self)
+
+    def _arn(self, service: str, resource: str, name: str) -> str:
+        return self._stack.format_arn(service=service, resource=resource, resource_name=name)
+
+    def _add(
+        self,
+        sid: str,
+        actions: list[str],
+        resources: list[str],
+        conditions: dict | None = None,
+        *,
+        wildcard_reason: str | None = None,
+    ) -> None:
+        self.policy.add_statements(
+            iam.PolicyStatement(sid=sid, actions=actions, resources=resources, conditions=conditions)
+        )
+        for resource in resources:
+            if "*" in resource:
+                if wildcard_reason is None:
+                    raise ValueError(f"{sid}: wildcard resource {resource!r} needs a reason")
+                acknowledge_wildcard_resource(self.policy, resource, wildcard_reason)
+
+    def _grant_volume_encryption(self, key: kms.IKey) -> None:
+        # CreateProcessingJob with VolumeKmsKeyId makes SageMaker create a grant on the key for the
+        # job's EBS volumes; only grants for AWS resources.
+        self._add(
+            "EncryptJobVolumes",
+            ["kms:CreateGrant"],
+            [key.key_arn],
+            {"Bool": {"kms:GrantIsForAWSResource": "true"}},
+        )
+
+
+class EvaluationRole(_ScopedRole):
+    """The job role: what the processing jobs (user code: custom scorers, datasets) run as. Data rights
+    only: no SageMaker control plane (no sagemaker:Create*), no iam:PassRole. No wildcard actions.
 
     Props:
-      bucket: the EvaluationBucket (required): read ``dataset_prefixes``, read/write its output prefix.
+      bucket: the EvaluationBucket (required): read ``dataset_prefixes`` and the output prefix, write only
+        under the output prefix, read the trigger's specs of ``spec_pipelines`` (never write control/).
       dataset_prefixes: default ``(bucket.dataset_prefix,)``.
-      image_repositories: ECR repositories the processing image comes from. Default none.
+      spec_pipelines: pipeline names whose ``control/<pipeline>/specs/`` the jobs read. Default none.
+      image_repositories: ECR repositories the processing image comes from (the only images the jobs
+        can run: SageMaker pulls with this role). Default none.
       endpoint_names: SageMaker endpoints the jobs may invoke. Default none.
       bedrock_models: Bedrock model ids, inference profile ids or ARNs the jobs may invoke. Default none.
       secret_arns: Secrets Manager secrets (API keys of OpenAI-compatible servers). Default none.
       model_package_groups: groups whose packages the jobs may describe. Default none.
       network: EvaluationNetwork; grants ENI management only inside its VPC. Default none.
-      pipeline_name_prefix: experiments the pipelines create are named after them. Default ``evalstack``.
+      mlflow_tracking_server_arn: a SageMaker MLflow tracking server the jobs log to. Default none.
       existing_role: bring your own role; the same policy is attached to it. Default: create one.
 
     Attributes: ``role``, ``policy`` (the iam.Policy that pipelines must depend on).
@@ -51,59 +111,36 @@ class EvaluationRole(Construct):
         *,
         bucket: EvaluationBucket,
         dataset_prefixes: Sequence[str] | None = None,
+        spec_pipelines: Sequence[str] = (),
         image_repositories: Sequence[ecr.IRepository] = (),
         endpoint_names: Sequence[str] = (),
         bedrock_models: Sequence[str] = (),
         secret_arns: Sequence[str] = (),
         model_package_groups: Sequence[str] = (),
         network: EvaluationNetwork | None = None,
-        pipeline_name_prefix: str = "evalstack",
+        mlflow_tracking_server_arn: str | None = None,
         existing_role: iam.IRole | None = None,
     ) -> None:
-        super().__init__(scope, construct_id)
-        self.role: iam.IRole = existing_role or iam.Role(
-            self,
-            "Role",
-            assumed_by=iam.ServicePrincipal("sagemaker.amazonaws.com"),
-            description="evalstack: SageMaker pipelines and evaluation processing jobs",
+        super().__init__(
+            scope,
+            construct_id,
+            description="evalstack: evaluation processing jobs (data rights only)",
+            existing_role=existing_role,
         )
-        self.policy = iam.Policy(self, "Policy", roles=[self.role])
-        stack = Stack.of(self)
-        self._stack = stack
         self.bucket = bucket
         bucket.grant_read_datasets(self.policy, tuple(dataset_prefixes or (bucket.dataset_prefix,)))
         bucket.grant_read_write_output(self.policy)
+        if spec_pipelines:
+            bucket.grant_read_specs(self.policy, tuple(spec_pipelines))
         self._grant_volume_encryption(bucket.key)
-        self._add(
-            "RunProcessingJobs",
-            ["sagemaker:AddTags", "sagemaker:CreateProcessingJob", "sagemaker:DescribeProcessingJob",
-             "sagemaker:StopProcessingJob"],
-            [self._arn("sagemaker", "processing-job", PIPELINE_JOB_PATTERN)],
-            wildcard_reason="SageMaker Pipelines names each processing job pipelines-<execution id>-<step>-<suffix> "
-            "at run time; the pipelines- prefix is the narrowest scope that matches only pipeline-created jobs.",
-        )  # fmt: skip
-        self._add(
-            "TrackExecutionsAsExperiments",
-            ["sagemaker:AddAssociation", "sagemaker:AddTags", "sagemaker:AssociateTrialComponent",
-             "sagemaker:CreateExperiment", "sagemaker:CreateTrial", "sagemaker:DescribeExperiment",
-             "sagemaker:DescribeTrial"],
-            [self._arn("sagemaker", "experiment", f"{pipeline_name_prefix.lower()}*"),
-             self._arn("sagemaker", "experiment-trial", "*"),
-             self._arn("sagemaker", "experiment-trial-component", "*")],
-            wildcard_reason="PipelineExperimentConfig records each execution as a trial named by its execution id "
-            "(unknown before it runs) in an experiment named after the pipeline (prefix-scoped).",
-        )  # fmt: skip
-        self._add(
-            "PassOwnRoleToProcessingJobs",
-            ["iam:PassRole"],
-            [self.role.role_arn],
-            {"StringEquals": {"iam:PassedToService": "sagemaker.amazonaws.com"}},
-        )
+        # An output KmsKeyId needs kms:Encrypt (SageMaker's CreateProcessingJob execution-role permissions);
+        # kms:GrantIsForAWSResource does not apply to these actions, so they stand in their own statement.
+        self._add("EncryptJobOutputs", ["kms:DescribeKey", "kms:Encrypt"], [bucket.key.key_arn])
         self._add(
             "WriteProcessingJobLogs",
             ["logs:CreateLogGroup", "logs:CreateLogStream", "logs:DescribeLogStreams", "logs:PutLogEvents"],
             [
-                stack.format_arn(
+                self._stack.format_arn(
                     service="logs",
                     resource="log-group",
                     resource_name=name,
@@ -158,40 +195,8 @@ class EvaluationRole(Construct):
             )
         if network is not None:
             self._grant_network(network)
-
-    def _grant_volume_encryption(self, key: kms.IKey) -> None:
-        # CreateProcessingJob with VolumeKmsKeyId makes SageMaker create a grant on the key for the
-        # job's EBS volumes, with the caller's (this role's) permission.
-        self._add(
-            "EncryptJobVolumes",
-            ["kms:CreateGrant"],
-            [key.key_arn],
-            {"Bool": {"kms:GrantIsForAWSResource": "true"}},
-        )
-        # An output KmsKeyId needs kms:Encrypt (SageMaker's CreateProcessingJob execution-role permissions);
-        # kms:GrantIsForAWSResource does not apply to these actions, so they stand in their own statement.
-        self._add("EncryptJobOutputs", ["kms:DescribeKey", "kms:Encrypt"], [key.key_arn])
-
-    def _arn(self, service: str, resource: str, name: str) -> str:
-        return self._stack.format_arn(service=service, resource=resource, resource_name=name)
-
-    def _add(
-        self,
-        sid: str,
-        actions: list[str],
-        resources: list[str],
-        conditions: dict | None = None,
-        *,
-        wildcard_reason: str | None = None,
-    ) -> None:
-        self.policy.add_statements(
-            iam.PolicyStatement(sid=sid, actions=actions, resources=resources, conditions=conditions)
-        )
-        for resource in resources:
-            if "*" in resource:
-                if wildcard_reason is None:
-                    raise ValueError(f"{sid}: wildcard resource {resource!r} needs a reason")
-                acknowledge_wildcard_resource(self.policy, resource, wildcard_reason)
+        if mlflow_tracking_server_arn:
+            self._add("TrackToMlflowServer", list(MLFLOW_ACTIONS), [mlflow_tracking_server_arn])
 
     def _bedrock_arns(self, model: str) -> list[str]:
         if model.startswith("arn:"):
@@ -248,3 +253,106 @@ class EvaluationRole(Construct):
             resource_arns=[self.role.role_arn],
             conditions={"StringEquals": {"iam:PassedToService": "sagemaker.amazonaws.com"}},
         )
+
+
+class PipelineRole(_ScopedRole):
+    """The pipeline role: what SageMaker Pipelines runs the pipeline as (the control plane). It creates the
+    processing jobs, but only with this platform's instance types, subnets, security groups, volume and
+    output keys and runtime limit (IAM condition keys of CreateProcessingJob), and passes only the job role.
+
+    SageMaker has no condition key for the image of a processing job: the image is fenced by the job
+    role, the only role this one can pass, which pulls only from the platform's repository.
+
+    Props:
+      job_role: the EvaluationRole the jobs run as (required). key: KMS key of volumes and outputs (required).
+      bucket: EvaluationBucket: the pipeline reads the Report step's property file under the output prefix.
+      instance_types: instance types the jobs may use (required; the evaluation and the Report types).
+      max_runtime_seconds: the jobs' MaxRuntimeInSeconds ceiling. Default ``defaults.MAX_RUNTIME_SECONDS``.
+      network: EvaluationNetwork: jobs must use its subnets and job security group. Default: no VPC.
+      pipeline_name_prefix: experiments the pipelines create are named after them. Default ``evalstack``.
+      existing_role: bring your own role; the same policy is attached to it. Default: create one.
+
+    Attributes: ``role``, ``policy``.
+    """
+
+    def __init__(
+        self,
+        scope: Construct,
+        construct_id: str,
+        *,
+        job_role: EvaluationRole,
+        key: kms.IKey,
+        bucket: EvaluationBucket,
+        instance_types: Sequence[str],
+        max_runtime_seconds: int = defaults.MAX_RUNTIME_SECONDS,
+        network: EvaluationNetwork | None = None,
+        pipeline_name_prefix: str = "evalstack",
+        existing_role: iam.IRole | None = None,
+    ) -> None:
+        super().__init__(
+            scope,
+            construct_id,
+            description="evalstack: SageMaker pipelines (creates the evaluation processing jobs)",
+            existing_role=existing_role,
+        )
+        if not instance_types:
+            raise ValueError("PipelineRole.instance_types: at least one instance type is required")
+        self.instance_types = tuple(sorted(set(instance_types)))
+        self.max_runtime_seconds = max_runtime_seconds
+        jobs = [self._arn("sagemaker", "processing-job", PIPELINE_JOB_PATTERN)]
+        jobs_reason = (
+            "SageMaker Pipelines names each processing job pipelines-<execution id>-<step>-<suffix> at run time; "
+            "the pipelines- prefix is the narrowest scope that matches only pipeline-created jobs."
+        )
+        self._add(
+            "CreateFencedProcessingJobs",
+            ["sagemaker:CreateProcessingJob"],
+            jobs,
+            processing_job_conditions(key, instance_types, max_runtime_seconds, network),
+            wildcard_reason=jobs_reason,
+        )
+        self._add(
+            "FollowProcessingJobs",
+            ["sagemaker:AddTags", "sagemaker:DescribeProcessingJob", "sagemaker:StopProcessingJob"],
+            jobs,
+            wildcard_reason=jobs_reason,
+        )
+        self._add(
+            "TrackExecutionsAsExperiments",
+            ["sagemaker:AddAssociation", "sagemaker:AddTags", "sagemaker:AssociateTrialComponent",
+             "sagemaker:CreateExperiment", "sagemaker:CreateTrial", "sagemaker:DescribeExperiment",
+             "sagemaker:DescribeTrial"],
+            [self._arn("sagemaker", "experiment", f"{pipeline_name_prefix.lower()}*"),
+             self._arn("sagemaker", "experiment-trial", "*"),
+             self._arn("sagemaker", "experiment-trial-component", "*")],
+            wildcard_reason="PipelineExperimentConfig records each execution as a trial named by its execution id "
+            "(unknown before it runs) in an experiment named after the pipeline (prefix-scoped).",
+        )  # fmt: skip
+        self._grant_volume_encryption(key)
+        job_role.grant_pass_role(self.policy)
+        # The Report step's property file (evaluation.json) is read by the pipeline itself.
+        bucket.grant_read_output(self.policy)
+
+
+def processing_job_conditions(
+    key: kms.IKey, instance_types: Sequence[str], max_runtime_seconds: int, network: EvaluationNetwork | None
+) -> dict[str, dict[str, object]]:
+    """IAM conditions on CreateProcessingJob that hold every job to the platform's settings."""
+    every: dict[str, object] = {"sagemaker:InstanceTypes": sorted(set(instance_types))}
+    present = {"sagemaker:InstanceTypes": "false", "sagemaker:VolumeKmsKey": "false"}
+    conditions: dict[str, dict[str, object]] = {
+        # ForAllValues passes when the key is absent: Null=false makes each of them required.
+        "ForAllValues:StringEquals": every,
+        "Null": present,
+        "ArnEquals": {"sagemaker:VolumeKmsKey": key.key_arn},
+        # Evaluate steps write no ProcessingOutputConfig; when one is given it must use the key.
+        "ArnEqualsIfExists": {"sagemaker:OutputKmsKey": key.key_arn},
+        "NumericLessThanEquals": {"sagemaker:MaxRuntimeInSeconds": max_runtime_seconds},
+    }
+    if network is not None:
+        every["sagemaker:VpcSubnets"] = network.subnet_ids
+        every["sagemaker:VpcSecurityGroupIds"] = network.security_group_ids
+        present["sagemaker:VpcSubnets"] = "false"
+        present["sagemaker:VpcSecurityGroupIds"] = "false"
+        conditions["Bool"] = {"sagemaker:InterContainerTrafficEncryption": "true"}
+    return conditions

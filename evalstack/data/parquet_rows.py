@@ -14,9 +14,6 @@ from collections.abc import Iterator
 from functools import partial
 from typing import IO, Any
 
-import pyarrow as pa
-import pyarrow.parquet as pq
-
 from evalstack import storage
 from evalstack.data.records import dataset_error
 
@@ -30,11 +27,16 @@ class ParquetRows:
     where_columns = "schema"
 
     def __init__(self, handle: IO[bytes], uri: str, sha256: str):
+        # Imported here, not at module level: the client validates JSONL/CSV datasets without the engine extra.
+        import pyarrow as pa
+        import pyarrow.parquet as pq
+
+        self._arrow_error = (pa.ArrowException, OSError)
         self._uri = uri
         self._sha256 = sha256
         try:
             self._file = pq.ParquetFile(handle)
-        except (pa.ArrowException, OSError) as err:
+        except self._arrow_error as err:
             raise dataset_error(uri, None, f"not a readable Parquet file: {err}") from None
         self.columns: list[str] | None = list(self._file.schema_arrow.names)
 
@@ -47,7 +49,7 @@ class ParquetRows:
         while True:
             try:
                 batch = next(batches, None)
-            except (pa.ArrowException, OSError) as err:
+            except self._arrow_error as err:
                 raise dataset_error(self._uri, f"row {row + 1}", f"unreadable Parquet data: {err}") from None
             if batch is None:
                 return

@@ -8,6 +8,7 @@ file, line and column in every error so users can fix their data without guessin
 from __future__ import annotations
 
 import math
+import re
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any
@@ -18,6 +19,7 @@ from evalstack.spec import ColumnMapping
 REFERENCE_ALIASES = ("ground_truth", "label")
 _DEFAULT_COLUMNS = ColumnMapping()
 _TEXT_ROLES = ("prompt", "response", "context")
+_SURROGATE = re.compile("[\ud800-\udfff]")
 
 
 class DatasetError(ValueError):
@@ -92,6 +94,8 @@ class RecordBuilder:
             )
 
     def build(self, line: int, row: dict[str, Any]) -> Record:
+        for column, value in row.items():
+            self._check_unicode(line, str(column), value)
         m = self.mapping
         prompt = self._coerce(row.get(m.prompt), m.prompt, "prompt", line)
         response = self._coerce(row.get(m.response), m.response, "response", line)
@@ -111,6 +115,20 @@ class RecordBuilder:
             context=context,
             metadata={k: v for k, v in row.items() if k not in self._text_columns and k != ref_column},
         )
+
+    def _check_unicode(self, line: int, column: str, value: Any) -> None:
+        """Reject lone surrogates (JSON ``"\\ud800"`` escapes): no encoder can send or write them."""
+        if isinstance(value, str):
+            surrogate = _SURROGATE.search(value)
+            if surrogate is not None:
+                problem = f"lone surrogate U+{ord(surrogate[0]):04X} at character {surrogate.start() + 1}"
+                raise self._error(line, f"field {column!r}: {problem}; text must be valid Unicode")
+        elif isinstance(value, dict):
+            for key, item in value.items():
+                self._check_unicode(line, f"{column}.{key}", item)
+        elif isinstance(value, list | tuple):
+            for i, item in enumerate(value):
+                self._check_unicode(line, f"{column}[{i}]", item)
 
     def _error(self, line: int, problem: str) -> DatasetError:
         return dataset_error(self.uri, f"{self.unit} {line}", problem)

@@ -10,6 +10,7 @@ from __future__ import annotations
 import csv
 import hashlib
 import json
+import sys
 from collections.abc import Iterator
 from functools import partial
 from typing import IO, Any
@@ -25,6 +26,10 @@ MAX_LINE_BYTES = 64 * 1024**2
 # csv caps a field at 128 KiB by default; long contexts are legitimate. The cap is process-wide
 # (the csv module offers nothing per reader), so it is only ever raised, to this bound.
 _CSV_FIELD_LIMIT = MAX_LINE_BYTES
+
+
+def too_many_digits() -> str:
+    return f"a number has more than {sys.get_int_max_str_digits()} digits"
 
 
 class HashedLines:
@@ -87,6 +92,10 @@ class JsonlRows:
                 raise dataset_error(
                     self._uri, where, f"invalid JSON: {err.msg} (column {err.colno}){array_hint}"
                 ) from None
+            except RecursionError:
+                raise dataset_error(self._uri, where, "invalid JSON: nested too deeply to read") from None
+            except ValueError:  # the only other ValueError json raises: Python's integer-size limit
+                raise dataset_error(self._uri, where, f"invalid JSON: {too_many_digits()}") from None
             if not isinstance(value, dict):
                 raise dataset_error(self._uri, where, f"expected a JSON object, got {json_type(value)}{array_hint}")
             yield number, value

@@ -16,8 +16,9 @@ from typing import Any
 
 from evalstack import storage
 from evalstack.catalog.hyperparameters import request_concurrency
-from evalstack.engine.tasks import build_task, model_reference
+from evalstack.engine.tasks import build_task, model_reference, primary_metric
 from evalstack.models import cached_backend
+from evalstack.results.headline import headline, with_headline
 from evalstack.results.writer import EvaluationResult, dumps, render_report, role_files
 from evalstack.spec import EvaluationSpec
 from evalstack.task import Aggregate, EvalTask
@@ -123,7 +124,8 @@ class Report:
         if self.base is not None:
             out["base_metrics"] = self.base.metrics
         if self.comparison is not None:
-            out["improvement"] = self.comparison.get("improvement", {})
+            # Per metric, so a quality gate reads e.g. improvement.accuracy with JsonGet.
+            out["improvement"] = self.comparison.get("improvements", {})
             out["significant_regression"] = bool(self.comparison.get("significant_regression", False))
         return out
 
@@ -161,6 +163,10 @@ def _finish_role(
     task = task or build_task(spec, role)
     records = _ordered(task, read_records(records_uri, role))
     agg = task.aggregate(records)
+    primary = primary_metric(spec, agg)
+    agg.metrics = headline(agg.metrics, primary)
+    if primary is not None:
+        agg.details["primary_metric"] = primary.name
     for record in records:
         extra = agg.sample_scores.get(record["id"])
         if extra:
@@ -187,12 +193,13 @@ def report(
         files.update(role_files(role_uri(output_uri, "base"), out.base, base_records))
         task_compare = getattr(task, "compare", None)
         if task_compare is not None:
-            out.comparison = task_compare(cand_records, base_records)
+            comparison = task_compare(cand_records, base_records)
         else:
             from evalstack.results.compare import compare
 
             seed = int(spec.hyperparameters.get("seed", 1234))
-            out.comparison = compare(cand_records, base_records, cand_agg, base_agg, seed)
+            comparison = compare(cand_records, base_records, cand_agg, base_agg, seed)
+        out.comparison = with_headline(comparison, primary_metric(spec, cand_agg))
         files[storage.join(output_uri, "comparison.json")] = dumps(out.comparison)
     files[storage.join(output_uri, "report.md")] = render_report(candidate, out.comparison)
     for uri in sorted(files, key=lambda u: u.endswith("/results.json")):

@@ -106,6 +106,9 @@ class ScorerTask:
             metadata = [{"prompt": r["prompt"], "line": r["line"], **r["metadata"]} for r in records]
             result = run_custom_scorer(scorer, predictions, references, metadata, self.hp["batch_size"])
             self._add(agg, records, None, result)
+            declared = getattr(scorer, "primary_metric", None)
+            if isinstance(declared, str) and declared in result.values:
+                agg.details["primary_metric"] = declared
         return agg
 
     @staticmethod

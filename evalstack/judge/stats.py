@@ -12,8 +12,6 @@ import statistics
 from collections.abc import Sequence
 from dataclasses import dataclass
 
-from scipy.stats import t as student_t
-
 
 @dataclass(frozen=True)
 class ScoreSummary:
@@ -34,5 +32,8 @@ def summarise(values: Sequence[float]) -> ScoreSummary:
         return ScoreSummary(1, mean, None, None, None)
     std = statistics.stdev(values)
     stderr = std / math.sqrt(n)
+    # Imported here: the client imports this module to validate judge settings without the engine extra.
+    from scipy.stats import t as student_t
+
     half = float(student_t.ppf(0.975, n - 1)) * stderr
     return ScoreSummary(n, mean, std, stderr, (mean - half, mean + half))

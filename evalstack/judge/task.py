@@ -36,9 +36,13 @@ from evalstack.task import Aggregate, Item
 ROLES = ("candidate", "base")
 
 
+class JudgeParseError(ValueError):
+    """Too many judge answers could not be parsed (hyperparameter max_parse_failure_rate)."""
+
+
 # Bedrock model ids ("anthropic.claude-3-sonnet-20240229-v1:0") and inference profile ids
 # ("us.anthropic...") are dotted provider.model names; their ":0" suffix is not a scheme.
-_BEDROCK_ID = re.compile(r"^[a-z][a-z0-9-]*(\.[A-Za-z0-9_-]+)+(:[A-Za-z0-9_.-]+)?$")
+BEDROCK_ID = re.compile(r"^[a-z][a-z0-9-]*(\.[A-Za-z0-9_-]+)+(:[A-Za-z0-9_.-]+)?$")
 
 
 def judge_reference(evaluator_model: str) -> str:
@@ -46,7 +50,7 @@ def judge_reference(evaluator_model: str) -> str:
     the reference API takes) means Bedrock, the default judge backend; anything else must be a full
     model reference. ValueError when it is neither."""
     bare_arn = evaluator_model.startswith("arn:") and ":bedrock:" in evaluator_model
-    reference = f"bedrock:{evaluator_model}" if bare_arn or _BEDROCK_ID.match(evaluator_model) else evaluator_model
+    reference = f"bedrock:{evaluator_model}" if bare_arn or BEDROCK_ID.match(evaluator_model) else evaluator_model
     parsed = parse_model_reference(reference)
     if parsed.is_label:
         raise ValueError(
@@ -163,6 +167,7 @@ class JudgeTask:
         threshold = self.hp.threshold
         agg = Aggregate(metrics={})
         per_metric: dict[str, Any] = {}
+        warnings: list[str] = []
         for rubric in self.rubrics:
             judged = [r["judgements"][rubric.name] for r in records]
             values = [j["normalized_score"] for j in judged if j["normalized_score"] is not None]
@@ -184,9 +189,25 @@ class JudgeTask:
                 "retries": sum(j["retries"] for j in judged),
                 "reference_missing": sum(1 for j in judged if j["note"]),
             }
+            failures = per_metric[rubric.name]["parse_failures"]
             if summary.mean is not None:
                 agg.metrics[rubric.name] = summary.mean
                 agg.metrics[f"{rubric.name}_pass_rate"] = passed / summary.n
+            else:
+                # Reported as null, never dropped: a missing metric would read as "not asked for".
+                agg.metrics[rubric.name] = None  # type: ignore[assignment]
+                agg.metrics[f"{rubric.name}_pass_rate"] = None  # type: ignore[assignment]
+                warnings.append(
+                    f"{rubric.name}: none of {len(judged)} judge answers could be parsed ({failures} parse "
+                    "failures); the metric is null. See raw_output in samples.jsonl"
+                )
+            rate = failures / len(judged) if judged else 0.0
+            if rate > self.hp.max_parse_failure_rate:
+                raise JudgeParseError(
+                    f"judge metric {rubric.name!r}: {failures} of {len(judged)} judge answers ({rate:.0%}) could not "
+                    f"be parsed, more than max_parse_failure_rate={self.hp.max_parse_failure_rate}; check the "
+                    "judge model and its prompt, or raise the hyperparameter to accept the failures"
+                )
             if summary.stderr is not None:
                 agg.stderr[rubric.name] = summary.stderr
             if summary.ci95 is not None:
@@ -198,6 +219,7 @@ class JudgeTask:
             "parse_failures": sum(m["parse_failures"] for m in per_metric.values()),
             "retries": sum(m["retries"] for m in per_metric.values()),
             "per_metric": per_metric,
+            "warnings": warnings,
         }
         return agg
 
@@ -224,7 +246,11 @@ class JudgeTask:
         return {
             "fine_tuned": fine_tuned,
             "base": base,
-            "improvement": {k: fine_tuned[k] - base[k] for k in fine_tuned if k in base},
+            "improvement": {
+                k: fine_tuned[k] - base[k]
+                for k in fine_tuned
+                if k in base and fine_tuned[k] is not None and base[k] is not None
+            },
             "higher_is_better": {r.name: r.higher_is_better for r in self.rubrics},
             "pairwise": self._pairwise(pairs),
         }

@@ -7,6 +7,7 @@ tests/test_lambdas_spec.py proves ``EvaluationSpec.from_json`` accepts it and re
 
 from __future__ import annotations
 
+import hashlib
 import json
 from typing import Any
 
@@ -81,3 +82,16 @@ def build_spec(
 
 def spec_json(spec: dict[str, Any]) -> str:
     return json.dumps(spec, indent=2, sort_keys=True) + "\n"
+
+
+def template_sha256(text: str) -> str:
+    """The digest of a SPEC_TEMPLATE, over its canonical JSON so layout and key order do not count.
+
+    The trigger records it in each marker and the gate compares it with its own SPEC_TEMPLATE: an
+    execution is judged only if it ran the evaluation this deployment configured."""
+    try:
+        template = json.loads(text)
+    except ValueError as err:
+        raise ValueError(f"SPEC_TEMPLATE: not JSON ({err})") from err
+    canonical = json.dumps(template, sort_keys=True, separators=(",", ":"), ensure_ascii=True)
+    return hashlib.sha256(canonical.encode("ascii")).hexdigest()

@@ -70,11 +70,11 @@ def load_backend(
     if parsed.kind == "bedrock":
         from evalstack.models.bedrock import BedrockBackend
 
-        return BedrockBackend(parsed, client=clients.get("bedrock-runtime"), **remote)
+        return BedrockBackend(parsed, client=clients.get("bedrock-runtime"), timeout=timeout, **remote)
     if parsed.kind == "sagemaker":
         from evalstack.models.sagemaker import SageMakerBackend
 
-        return SageMakerBackend(parsed, client=clients.get("sagemaker-runtime"), **remote)
+        return SageMakerBackend(parsed, client=clients.get("sagemaker-runtime"), timeout=timeout, **remote)
     if parsed.kind == "hf":
         from evalstack.models.hf_local import HFBackend
 

@@ -13,16 +13,18 @@ from __future__ import annotations
 
 import email.utils
 import http.client
+import math
 import random
 import socket
 import threading
-import time
 from collections.abc import Callable, Mapping, Sequence
 from concurrent.futures import FIRST_EXCEPTION, Future, ThreadPoolExecutor, wait
+from concurrent.futures import TimeoutError as FutureTimeout
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
 
+from evalstack.masking import mask
 from evalstack.models.base import BackendStats
 from evalstack.models.cache import ResponseCache, cache_key
 
@@ -54,7 +56,34 @@ class HTTPStatusError(Exception):
         self.status = status
         self.headers = {key.lower(): value for key, value in headers.items()}
         self.body = body
-        super().__init__(f"HTTP {status}: {body[:300].decode('utf-8', 'replace')}")
+        super().__init__(mask(f"HTTP {status}: {body[:300].decode('utf-8', 'replace')}"))
+
+
+class MalformedResponseError(Exception):
+    """A 2xx answer whose body is not the backend's wire shape (empty choices, non-JSON, truncated...).
+
+    Retried like a 5xx, and never cached: the server may answer properly next time.
+    """
+
+    def __init__(self, backend: str, problem: str, body: bytes | str, request_id: str | None = None) -> None:
+        self.backend = backend
+        self.request_id = request_id
+        raw = body if isinstance(body, bytes) else body.encode("utf-8", "replace")
+        self.body_head = raw[:200]
+        super().__init__(
+            mask(
+                f"{backend}: malformed answer (request id {request_id or 'unknown'}): {problem}; "
+                f"body starts {self.body_head.decode('utf-8', 'replace')!r}"
+            )
+        )
+
+
+class DeadlineExceededError(TimeoutError):
+    """A request that did not complete (connect, first byte and whole body) within its deadline."""
+
+
+class BatchAbortedError(RuntimeError):
+    """A request not retried because another request of its batch already failed."""
 
 
 class RetriesExhaustedError(RuntimeError):
@@ -116,7 +145,13 @@ def classify(exc: BaseException) -> Failure:
             throttled=exc.status in THROTTLE_STATUS,
             retry_after=parse_retry_after(exc.headers.get("retry-after")),
         )
-    if isinstance(exc, (TimeoutError, socket.timeout, ConnectionError, http.client.HTTPException)):
+    if isinstance(exc, (MalformedResponseError, TimeoutError, socket.timeout, ConnectionError)):
+        return Failure(retryable=True)
+    if isinstance(exc, http.client.HTTPException):
+        return Failure(retryable=True)
+    import httpx
+
+    if isinstance(exc, httpx.TransportError):  # connect/read/write/pool timeouts, resets, protocol errors
         return Failure(retryable=True)
     from botocore.exceptions import ClientError, HTTPClientError
     from botocore.exceptions import ConnectionError as BotoConnectionError
@@ -221,14 +256,16 @@ class Dispatcher:
         cache: ResponseCache | None = None,
         max_concurrency: int = 8,
         retry: RetryPolicy | None = None,
-        sleep: Callable[[float], None] = time.sleep,
+        deadline: float | None = None,
     ) -> None:
+        if deadline is not None and not (math.isfinite(deadline) and deadline > 0):
+            raise ValueError(f"deadline: must be a finite number of seconds above 0, got {deadline!r}")
         self.identity = identity
         self._send = send
+        self.deadline = deadline
         self.cache = cache
         self.retry = retry or RetryPolicy()
         self.concurrency = AdaptiveConcurrency(max_concurrency)
-        self.sleep = sleep
         self._counters = _Counters()
         self._pool: ThreadPoolExecutor | None = None
         self._pool_lock = threading.Lock()
@@ -250,23 +287,32 @@ class Dispatcher:
         missing = [key for key in first if key not in answers]
         if missing:
             pool = self._executor()
-            futures: dict[Future[Any], str] = {pool.submit(self._send_one, key, first[key]): key for key in missing}
+            abort = threading.Event()
+            futures: dict[Future[Any], str] = {
+                pool.submit(self._send_one, key, first[key], abort): key for key in missing
+            }
             done, pending = wait(futures, return_when=FIRST_EXCEPTION)
-            for future in pending:
-                future.cancel()
-            for future in done:
-                if future.exception() is not None:
-                    raise future.exception()  # type: ignore[misc]
+            if any(future.exception() is not None for future in done):
+                # Stop the batch, but let calls already on the wire finish (their answers are cached):
+                # nothing of this batch may still be sending when the caller retries it.
+                abort.set()
+                for future in pending:
+                    future.cancel()
+                wait(pending)
+                errors = [f.exception() for f in futures if not f.cancelled() and f.exception() is not None]
+                raise next((e for e in errors if not isinstance(e, BatchAbortedError)), errors[0])  # type: ignore[misc]
             answers.update((futures[future], future.result()) for future in done)
         return [answers[key] for key in keys]
 
-    def _send_one(self, key: str, request: dict[str, Any]) -> Any:
+    def _send_one(self, key: str, request: dict[str, Any], abort: threading.Event) -> Any:
         attempt = 0
         while True:
+            if abort.is_set():
+                raise BatchAbortedError("another request of the batch failed")
             epoch = self.concurrency.acquire()
             self._counters.add("requests_sent")
             try:
-                response = self._send(request)
+                response = self._send(request) if self.deadline is None else self._send_before_deadline(request)
             except Exception as exc:
                 self.concurrency.release(success=False)
                 failure = classify(exc)
@@ -274,19 +320,47 @@ class Dispatcher:
                     self._counters.add("throttles")
                     self.concurrency.throttled(epoch)
                 if not failure.retryable:
+                    abort.set()  # before the pool's thread is free to start another request of the batch
                     raise
                 attempt += 1
                 if attempt >= self.retry.max_attempts:
+                    abort.set()
                     raise RetriesExhaustedError(
                         f"{self.identity}: request failed after {attempt} attempts: {exc}"
                     ) from exc
                 self._counters.add("retries")
-                self.sleep(self.retry.delay(attempt - 1, failure.retry_after))
+                if abort.wait(self.retry.delay(attempt - 1, failure.retry_after)):
+                    raise BatchAbortedError("another request of the batch failed") from exc
                 continue
             self.concurrency.release(success=True)
             if self.cache is not None:
                 self.cache.put(key, response)
             return response
+
+    def _send_before_deadline(self, request: dict[str, Any]) -> Any:
+        """Send on a call thread and stop waiting at the deadline.
+
+        For clients that only bound each socket read (botocore), a server trickling bytes could hold a
+        request far past any per-read timeout. The abandoned call ends when the server stops sending
+        or at its client's read timeout; its late answer is dropped, so only answers that arrived in
+        time are cached. The thread is a daemon so an abandoned call never holds the process at exit.
+        """
+        future: Future[Any] = Future()
+
+        def call() -> None:
+            future.set_running_or_notify_cancel()
+            try:
+                future.set_result(self._send(request))
+            except BaseException as exc:  # noqa: BLE001 - handed over to the waiting thread, which raises it
+                future.set_exception(exc)
+
+        threading.Thread(target=call, name="evalstack-call", daemon=True).start()
+        try:
+            return future.result(timeout=self.deadline)
+        except FutureTimeout:
+            raise DeadlineExceededError(
+                f"{self.identity}: no complete answer within the {self.deadline:g} s deadline"
+            ) from None
 
     def stats(self) -> BackendStats:
         values = dict(self._counters.values)

@@ -1,4 +1,17 @@
-"""OpenAI-compatible HTTP backend (vLLM, TGI, Ollama, llama.cpp server), on stdlib http.client.
+"""OpenAI-compatible HTTP backend (vLLM, TGI, Ollama, llama.cpp server), on httpx.
+
+Transport: one pooled ``httpx.Client`` per backend (as many keep-alive connections as the
+concurrency), with the reference's ``timeout`` (default 120 s) as the connect, write, pool and read
+timeout, and as a whole-request deadline: the body is streamed and the deadline checked after the
+headers and after every chunk, so a server trickling a byte every half second is cut at the
+deadline, not after ``timeout`` per read. Before the body is read the per-read timeout is lowered
+to what is left of the deadline (httpcore reads it from the request's ``timeout`` extension when the
+body starts). A slow connect followed by a server silent until its headers can take up to twice
+the timeout; every other case ends within the deadline plus one read.
+
+Every 2xx answer is checked against the wire shape of its request before it is returned (and so
+cached): empty ``choices``, a non-JSON or truncated body, missing fields raise
+:class:`~evalstack.models.dispatch.MalformedResponseError`, which is retried.
 
 Generation uses ``/chat/completions`` or ``/completions`` (``api=``). Log-likelihoods always use
 ``/completions``:
@@ -29,22 +42,22 @@ Generation uses ``/chat/completions`` or ``/completions`` (``api=``). Log-likeli
 
 from __future__ import annotations
 
-import http.client
 import json
+import math
 import os
-import socket
-import threading
+import time
 from collections.abc import Mapping, Sequence
 from typing import Any
-from urllib.parse import urlsplit
 
+import httpx
+
+from evalstack.masking import mask
 from evalstack.models.base import GenerateRequest, Loglikelihood, LoglikelihoodRequest
 from evalstack.models.cache import ResponseCache
-from evalstack.models.dispatch import HTTPStatusError, RetryPolicy
-from evalstack.models.reference import ModelReference
-from evalstack.models.remote import RemoteBackend
-
-DEFAULT_TIMEOUT = 120.0
+from evalstack.models.dispatch import DeadlineExceededError, HTTPStatusError, MalformedResponseError, RetryPolicy
+from evalstack.models.loglikelihood_tokens import echo_split_offset, move_trailing_whitespace, server_details
+from evalstack.models.reference import ModelReference, require_api_key_env
+from evalstack.models.remote import DEFAULT_TIMEOUT, RemoteBackend
 
 
 def resolve_api_key(reference: ModelReference, secrets_client: Any | None = None) -> str | None:
@@ -53,12 +66,8 @@ def resolve_api_key(reference: ModelReference, secrets_client: Any | None = None
     A secret's ``SecretString`` is used as is, or its ``api_key`` field when it is a JSON object.
     """
     if reference.api_key_env:
-        value = os.environ.get(reference.api_key_env)
-        if not value:
-            raise ValueError(
-                f"model reference {reference.canonical!r}: environment variable {reference.api_key_env} is not set"
-            )
-        return value
+        require_api_key_env(reference)
+        return os.environ[reference.api_key_env]
     if reference.api_key_secret:
         if secrets_client is None:
             import boto3
@@ -71,7 +80,9 @@ def resolve_api_key(reference: ModelReference, secrets_client: Any | None = None
             return secret
         if isinstance(parsed, dict):
             if "api_key" not in parsed:
-                raise ValueError(f"secret {reference.api_key_secret!r} is a JSON object without an 'api_key' field")
+                raise ValueError(
+                    f"secret {mask(reference.api_key_secret)!r} is a JSON object without an 'api_key' field"
+                )
             return str(parsed["api_key"])
         return secret
     return None
@@ -140,6 +151,72 @@ def _actual_token(entry: Mapping[str, Any], position: int, prompt_token_ids: Seq
     return entry[key]
 
 
+def _is_number(value: Any) -> bool:
+    return isinstance(value, int | float) and not isinstance(value, bool) and math.isfinite(value)
+
+
+def _echo_problem(logprobs: Any) -> str | None:
+    if not isinstance(logprobs, dict):
+        return "choices[0].logprobs is missing (does the server echo logprobs? else use logprobs=prompt_logprobs)"
+    tokens, values, offsets = (logprobs.get(key) for key in ("tokens", "token_logprobs", "text_offset"))
+    if not (isinstance(tokens, list) and isinstance(values, list) and isinstance(offsets, list)):
+        return "choices[0].logprobs needs the lists tokens, token_logprobs and text_offset"
+    if not len(tokens) == len(values) == len(offsets):
+        return "choices[0].logprobs lists tokens, token_logprobs and text_offset differ in length"
+    if not all(isinstance(token, str) for token in tokens) or not all(isinstance(o, int) for o in offsets):
+        return "choices[0].logprobs.tokens must be strings and text_offset integers"
+    if not all(value is None or _is_number(value) for value in values):
+        return "choices[0].logprobs.token_logprobs must be numbers"
+    tops = logprobs.get("top_logprobs")
+    if tops is not None and (
+        not isinstance(tops, list)
+        or len(tops) != len(tokens)
+        or not all(top is None or (isinstance(top, dict) and all(map(_is_number, top.values()))) for top in tops)
+    ):
+        return "choices[0].logprobs.top_logprobs must be one {token: logprob} object per token"
+    return None
+
+
+def _prompt_logprobs_problem(choice: dict[str, Any]) -> str | None:
+    entries = choice.get("prompt_logprobs")
+    if not isinstance(entries, list) or not entries:
+        return "choices[0].prompt_logprobs is missing (is this vLLM? else use logprobs=echo)"
+    for position, entry in enumerate(entries):
+        if entry is None:
+            continue
+        if not isinstance(entry, dict) or not all(
+            isinstance(item, dict) and _is_number(item.get("logprob")) for item in entry.values()
+        ):
+            return f"choices[0].prompt_logprobs[{position}] is not an object of {{token id: {{logprob, ...}}}}"
+    ids = choice.get("prompt_token_ids")
+    if ids is not None and (not isinstance(ids, list) or not all(isinstance(i, int) for i in ids)):
+        return "choices[0].prompt_token_ids must be a list of integers"
+    return None
+
+
+def answer_problem(request: Mapping[str, Any], answer: Any) -> str | None:
+    """What is wrong with ``answer`` for wire ``request`` (chat, completion, echo or prompt_logprobs), or None."""
+    choices = answer.get("choices") if isinstance(answer, dict) else None
+    if not isinstance(choices, list) or not choices:
+        return "expected a non-empty 'choices' list"
+    choice = choices[0]
+    if not isinstance(choice, dict):
+        return "choices[0] is not an object"
+    body = request["body"]
+    if body.get("echo"):
+        return _echo_problem(choice.get("logprobs"))
+    if body.get("prompt_logprobs"):
+        return _prompt_logprobs_problem(choice)
+    if request["path"] == "/chat/completions":
+        message = choice.get("message")
+        if not isinstance(message, dict) or not isinstance(message.get("content", ""), str | None):
+            return "choices[0].message.content is missing or not a string"
+        return None
+    if not isinstance(choice.get("text"), str):
+        return "choices[0].text is missing or not a string"
+    return None
+
+
 class OpenAIBackend(RemoteBackend):
     def __init__(
         self,
@@ -151,18 +228,22 @@ class OpenAIBackend(RemoteBackend):
         timeout: float | None = None,
         secrets_client: Any | None = None,
     ) -> None:
-        super().__init__(reference, cache=cache, max_concurrency=max_concurrency, retry=retry)
-        url = urlsplit(reference.target)
-        self._https = url.scheme == "https"
-        self._host = url.hostname or ""
-        self._port = url.port
-        self._prefix = url.path.rstrip("/")
         self._timeout = timeout or reference.timeout or DEFAULT_TIMEOUT
-        self._headers = {"Content-Type": "application/json", "Accept": "application/json"}
+        # The Dispatcher's deadline is the backstop for what streaming cannot see: headers trickled in.
+        super().__init__(reference, cache=cache, max_concurrency=max_concurrency, retry=retry, deadline=self._timeout)
+        headers = {"Content-Type": "application/json", "Accept": "application/json"}
         api_key = resolve_api_key(reference, secrets_client)
         if api_key:
-            self._headers["Authorization"] = f"Bearer {api_key}"
-        self._local = threading.local()  # one keep-alive connection per worker thread
+            headers["Authorization"] = f"Bearer {api_key}"
+        self._client = httpx.Client(
+            base_url=reference.target,
+            headers=headers,
+            timeout=httpx.Timeout(self._timeout),
+            # Twice the concurrency: a call abandoned at the deadline may hold its connection a while.
+            limits=httpx.Limits(max_connections=2 * max_concurrency, max_keepalive_connections=max_concurrency),
+            follow_redirects=False,
+            trust_env=False,  # a model server is named explicitly; proxies from the environment do not apply
+        )
 
     @property
     def supports_loglikelihood(self) -> bool:
@@ -187,6 +268,9 @@ class OpenAIBackend(RemoteBackend):
             return choice["message"].get("content") or ""
         return choice.get("text") or ""
 
+    def loglikelihood_details(self) -> dict[str, Any]:
+        return server_details(str(self.reference.logprobs))
+
     def loglikelihood(self, requests: Sequence[LoglikelihoodRequest]) -> list[Loglikelihood]:
         if not self.supports_loglikelihood:
             return super().loglikelihood(requests)
@@ -202,47 +286,73 @@ class OpenAIBackend(RemoteBackend):
         results = []
         for request, response in zip(requests, self.dispatcher.run(wire), strict=True):
             choice = response["choices"][0]
+            # send() checked the answer's shape (answer_problem), so the fields read here are there.
             if self.reference.logprobs == "echo":
-                if not choice.get("logprobs"):
-                    raise ValueError(f"{self.name}: the server returned no echo logprobs; try logprobs=prompt_logprobs")
                 prompt_chars = len(request.context) + len(request.continuation)
-                results.append(echo_loglikelihood(choice["logprobs"], len(request.context), prompt_chars))
+                results.append(echo_loglikelihood(choice["logprobs"], echo_split_offset(request.context), prompt_chars))
             else:
-                if not choice.get("prompt_logprobs"):
-                    raise ValueError(f"{self.name}: the server returned no prompt_logprobs; try logprobs=echo")
                 results.append(
                     prompt_logprobs_loglikelihood(
-                        choice["prompt_logprobs"], request.continuation, choice.get("prompt_token_ids")
+                        choice["prompt_logprobs"],
+                        move_trailing_whitespace(request.context, request.continuation)[1],
+                        choice.get("prompt_token_ids"),
                     )
                 )
         return results
 
-    def _connection(self) -> http.client.HTTPConnection:
-        conn = getattr(self._local, "conn", None)
-        if conn is None:
-            factory = http.client.HTTPSConnection if self._https else http.client.HTTPConnection
-            conn = factory(self._host, self._port, timeout=self._timeout)
-            conn.connect()
-            # Small request/response pairs: do not let Nagle hold a segment back waiting for an ACK.
-            conn.sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
-            self._local.conn = conn
-        return conn
-
     def send(self, request: dict[str, Any]) -> Any:
-        conn = self._connection()
-        data = json.dumps(request["body"]).encode("utf-8")
+        deadline = time.monotonic() + self._timeout
+        # A relative path is appended to the base URL's path (httpx keeps the base's /v1).
+        wire = self._client.build_request("POST", request["path"], json=request["body"])
+        response = self._client.send(wire, stream=True)
         try:
-            conn.request("POST", self._prefix + request["path"], body=data, headers=self._headers)
-            response = conn.getresponse()
-            payload = response.read()
-        except BaseException:
-            # The connection is in an unknown state (reset, timeout): drop it, the retry reconnects.
-            conn.close()
-            self._local.conn = None
+            payload = self._read_body(wire, response, deadline)
+        finally:
+            response.close()
+        request_id = response.headers.get("x-request-id")
+        if not 200 <= response.status_code < 300:
+            raise HTTPStatusError(response.status_code, dict(response.headers), payload)
+        try:
+            answer = json.loads(payload)
+        except (json.JSONDecodeError, UnicodeDecodeError) as err:
+            raise MalformedResponseError(self.name, f"not JSON ({err})", payload, request_id) from None
+        problem = answer_problem(request, answer)
+        if problem is not None:
+            raise MalformedResponseError(self.name, problem, payload, request_id or _body_id(answer))
+        return answer
+
+    def _read_body(self, wire: httpx.Request, response: httpx.Response, deadline: float) -> bytes:
+        """The whole body, or DeadlineExceededError when it is not complete by ``deadline``."""
+        chunks: list[bytes] = []
+        try:
+            self._check_deadline(deadline, "the headers")
+            # httpcore takes the body's per-read timeout from this extension when the body starts.
+            wire.extensions["timeout"] = {**wire.extensions["timeout"], "read": deadline - time.monotonic()}
+            for chunk in response.iter_bytes():
+                chunks.append(chunk)
+                self._check_deadline(deadline, "the body")
+        except httpx.ReadTimeout:
+            raise DeadlineExceededError(f"{self.name}: no complete answer within {self._timeout:g} s") from None
+        except httpx.RemoteProtocolError as err:
+            # Connection closed before Content-Length bytes (or the last chunk) arrived: a truncated body.
+            if 200 <= response.status_code < 300:
+                body = b"".join(chunks)
+                problem = f"truncated body ({err})"
+                raise MalformedResponseError(self.name, problem, body, response.headers.get("x-request-id")) from err
             raise
-        if response.will_close:
-            conn.close()
-            self._local.conn = None
-        if not 200 <= response.status < 300:
-            raise HTTPStatusError(response.status, dict(response.getheaders()), payload)
-        return json.loads(payload)
+        return b"".join(chunks)
+
+    def _check_deadline(self, deadline: float, what: str) -> None:
+        if time.monotonic() > deadline:
+            raise DeadlineExceededError(
+                f"{self.name}: {what} did not arrive within the {self._timeout:g} s deadline of the request"
+            )
+
+    def close(self) -> None:
+        super().close()
+        self._client.close()
+
+
+def _body_id(answer: Any) -> str | None:
+    value = answer.get("id") if isinstance(answer, dict) else None
+    return value if isinstance(value, str) else None

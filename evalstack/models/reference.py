@@ -6,7 +6,7 @@ Accepted forms (docs/models.md is the full reference)::
            [&api_key_env=VAR | &api_key_secret=<Secrets Manager id>][&timeout=<seconds>]
     bedrock:<model id | inference profile id | ARN>[?region=<region>]
     sagemaker:<endpoint name>?format=tgi|lmi|jumpstart[&region=<region>][&component=<inference component>]
-    hf:<local path>
+    hf:<local path>[?add_bos_token=true|false]
     arn:aws:sagemaker:<region>:<account>:model-package/<group>/<version>
 
 A bare name without a scheme is a label: it parses (``kind == "label"``) so specs can carry display
@@ -15,10 +15,14 @@ names, but :func:`evalstack.models.load_backend` refuses it.
 
 from __future__ import annotations
 
+import math
+import os
 import re
 from dataclasses import dataclass
 from typing import Any, Literal
 from urllib.parse import parse_qsl, urlsplit
+
+from evalstack.masking import looks_like_token, mask
 
 ReferenceKind = Literal["openai", "bedrock", "sagemaker", "hf", "model-package", "label"]
 
@@ -27,7 +31,7 @@ ACCEPTED_FORMS = (
     "[&api_key_env=VAR|&api_key_secret=<secret id>][&timeout=<seconds>]",
     "bedrock:<model id, inference profile id or ARN>[?region=<region>]",
     "sagemaker:<endpoint name>?format=tgi|lmi|jumpstart[&region=<region>][&component=<inference component>]",
-    "hf:<local path>",
+    "hf:<local path>[?add_bos_token=true|false]",
     "arn:aws:sagemaker:<region>:<account>:model-package/<group>/<version>",
 )
 
@@ -52,7 +56,9 @@ def _forms() -> str:
 
 # Options whose values are never secret; every other option's value is masked in messages, so a key
 # pasted under any name (auth=, bearer=, api_key_env=<the key itself>) never reaches a log.
-_SAFE_OPTIONS = frozenset({"model", "api", "logprobs", "timeout", "format", "region", "component", "api_key_secret"})
+_SAFE_OPTIONS = frozenset(
+    {"model", "api", "logprobs", "timeout", "format", "region", "component", "api_key_secret", "add_bos_token"}
+)
 _OPTION = re.compile(r"([?&])([^=&?]*)=([^&]*)")
 _USERINFO = re.compile(r"//[^/@?]*@")
 
@@ -60,7 +66,11 @@ _USERINFO = re.compile(r"//[^/@?]*@")
 def _redact(text: str) -> str:
     """The reference with anything that may be a secret masked, so errors never leak one into logs."""
     masked = _USERINFO.sub("//***@", text)
-    return _OPTION.sub(lambda m: m[0] if m[2] in _SAFE_OPTIONS else f"{m[1]}{m[2]}=***", masked)
+    return mask(_OPTION.sub(lambda m: m[0] if m[2] in _SAFE_OPTIONS else f"{m[1]}{m[2]}=***", masked))
+
+
+_CONTROL = re.compile(r"[\x00-\x1f\x7f]")
+MAX_TIMEOUT = 86400.0  # a day: longer than any model call, short enough to be a mistake if exceeded
 
 
 def _error(text: str, problem: str) -> ValueError:
@@ -82,6 +92,7 @@ class ModelReference:
     region: str | None = None
     format: str | None = None  # sagemaker: tgi | lmi | jumpstart
     component: str | None = None  # sagemaker inference component
+    add_bos_token: bool | None = None  # hf: start-of-sequence token forced on/off (None: the tokenizer's default)
 
     @property
     def canonical(self) -> str:
@@ -100,6 +111,7 @@ class ModelReference:
             ("format", self.format),
             ("region", self.region),
             ("component", self.component),
+            ("add_bos_token", None if self.add_bos_token is None else str(self.add_bos_token).lower()),
         ]
         query = "&".join(f"{key}={value}" for key, value in options if value is not None)
         return f"{self.kind}:{self.target}" + (f"?{query}" if query else "")
@@ -119,6 +131,7 @@ class ModelReference:
             region=self.region,
             format=self.format,
             component=self.component,
+            add_bos_token=self.add_bos_token,
         ).canonical
 
     @property
@@ -175,16 +188,25 @@ def _parse_openai(text: str, rest: str) -> ModelReference:
         raise _error(text, "openai references need ?model=<served model name>")
     if "api_key_env" in options and "api_key_secret" in options:
         raise _error(text, "give api_key_env or api_key_secret, not both")
-    if "api_key_env" in options and not _ENV_VAR.match(options["api_key_env"]):
+    if "api_key_env" in options and (
+        not _ENV_VAR.match(options["api_key_env"]) or looks_like_token(options["api_key_env"])
+    ):
         raise _error(text, "api_key_env is not an environment variable name (give the variable's name, not the key)")
+    try:
+        port = url.port
+    except ValueError:
+        port = 0
+    if port == 0:
+        raise _error(text, "the base URL's port must be a number from 1 to 65535")
     timeout = None
     if "timeout" in options:
         try:
             timeout = float(options["timeout"])
         except ValueError:
-            timeout = -1.0
-        if not timeout > 0:
-            raise _error(text, f"timeout={options['timeout']!r} must be a positive number of seconds")
+            timeout = math.nan
+        if not (math.isfinite(timeout) and 0 < timeout <= MAX_TIMEOUT):
+            problem = f"must be a finite number of seconds above 0, at most {MAX_TIMEOUT:g}"
+            raise _error(text, f"timeout={options['timeout']!r} {problem}")
     return ModelReference(
         kind="openai",
         target=base_url.rstrip("/"),
@@ -222,11 +244,11 @@ def _parse_sagemaker(text: str, rest: str) -> ModelReference:
 
 
 def _parse_hf(text: str, rest: str) -> ModelReference:
-    if not rest.strip():
+    path, options = _split_options(text, rest, ("add_bos_token",))
+    if not path.strip():
         raise _error(text, "hf references need a local model directory after 'hf:'")
-    if "?" in rest:
-        raise _error(text, "hf references take no options")
-    return ModelReference(kind="hf", target=rest)
+    flag = _choice(text, options, "add_bos_token", ("true", "false"), None)
+    return ModelReference(kind="hf", target=path, add_bos_token=None if flag is None else flag == "true")
 
 
 def parse_model_reference(text: str) -> ModelReference:
@@ -235,6 +257,8 @@ def parse_model_reference(text: str) -> ModelReference:
         raise _error(str(text), "the reference is empty")
     if text != text.strip():
         raise _error(text, "leading or trailing whitespace")
+    if _CONTROL.search(text):
+        raise _error(text, "control characters (such as CR or LF) are not allowed")
     if text.startswith("arn:"):
         match = _MODEL_PACKAGE_ARN.match(text)
         if not match:
@@ -256,3 +280,13 @@ def parse_model_reference(text: str) -> ModelReference:
 def label_error(reference: ModelReference) -> ValueError:
     """The error for trying to run a bare label."""
     return ValueError(f"model reference {reference.target!r} is a label only and names no backend to call; {_forms()}")
+
+
+def require_api_key_env(reference: ModelReference) -> None:
+    """Raise when ``reference`` names an API key variable that is not set here (its value is never shown)."""
+    name = reference.api_key_env
+    if name and not os.environ.get(name):
+        raise ValueError(
+            f"model reference {mask(reference.canonical)!r}: api_key_env names the environment variable "
+            f"{mask(name)!r}, which is not set (or empty); export the API key under that name"
+        )

@@ -10,13 +10,21 @@ from evalstack.models.cache import ResponseCache
 from evalstack.models.dispatch import Dispatcher, RetryPolicy
 from evalstack.models.reference import ModelReference
 
+DEFAULT_TIMEOUT = 120.0  # seconds a model call may take, from connecting to the last byte of the answer
 
-def no_retry_config(max_concurrency: int) -> Any:
+
+def no_retry_config(max_concurrency: int, timeout: float = DEFAULT_TIMEOUT) -> Any:
     """botocore config for the AWS backends: botocore's retries off, so only the Dispatcher retries
-    (with its backoff and AIMD limit), and a connection pool no smaller than the concurrency."""
+    (with its backoff and AIMD limit), a connection pool no smaller than the concurrency, and connect
+    and per-read timeouts; the Dispatcher's deadline bounds the whole call."""
     from botocore.config import Config
 
-    return Config(retries={"total_max_attempts": 1, "mode": "standard"}, max_pool_connections=max(10, max_concurrency))
+    return Config(
+        retries={"total_max_attempts": 1, "mode": "standard"},
+        max_pool_connections=max(10, max_concurrency),
+        connect_timeout=timeout,
+        read_timeout=timeout,
+    )
 
 
 class RemoteBackend:
@@ -29,10 +37,11 @@ class RemoteBackend:
         cache: ResponseCache | None = None,
         max_concurrency: int = 8,
         retry: RetryPolicy | None = None,
+        deadline: float | None = None,
     ) -> None:
         self.reference = reference
         self.dispatcher = Dispatcher(
-            reference.identity, self.send, cache=cache, max_concurrency=max_concurrency, retry=retry
+            reference.identity, self.send, cache=cache, max_concurrency=max_concurrency, retry=retry, deadline=deadline
         )
 
     @property
@@ -70,7 +79,10 @@ class RemoteBackend:
         raise NotImplementedError
 
     def send(self, request: dict[str, Any]) -> Any:
-        """Send one wire request; return a JSON-able answer (it is cached as is)."""
+        """Send one wire request; return a JSON-able answer, validated (it is cached as is).
+
+        An answer whose shape is wrong raises MalformedResponseError, so it is retried, never cached.
+        """
         raise NotImplementedError
 
 
@@ -87,10 +99,16 @@ class AwsRuntimeBackend(RemoteBackend):
         max_concurrency: int = 8,
         retry: RetryPolicy | None = None,
         client: Any | None = None,
+        timeout: float | None = None,
     ) -> None:
-        super().__init__(reference, cache=cache, max_concurrency=max_concurrency, retry=retry)
+        timeout = timeout or DEFAULT_TIMEOUT
+        super().__init__(reference, cache=cache, max_concurrency=max_concurrency, retry=retry, deadline=timeout)
         if client is None:
             import boto3
 
-            client = boto3.client(self.service, region_name=reference.region, config=no_retry_config(max_concurrency))
+            config = no_retry_config(max_concurrency, timeout)
+            client = boto3.client(self.service, region_name=reference.region, config=config)
         self.client = client
+
+    def request_id(self, response: Any) -> str | None:
+        return (response.get("ResponseMetadata") or {}).get("RequestId") if isinstance(response, dict) else None

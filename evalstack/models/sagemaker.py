@@ -21,6 +21,7 @@ import json
 from typing import Any
 
 from evalstack.models.base import GenerateRequest
+from evalstack.models.dispatch import MalformedResponseError
 from evalstack.models.openai_http import chat_messages
 from evalstack.models.remote import AwsRuntimeBackend
 from evalstack.models.stop_sequences import cut_at_stop
@@ -58,14 +59,26 @@ def sagemaker_payload(fmt: str, request: GenerateRequest) -> dict[str, Any]:
 
 
 def sagemaker_text(fmt: str, response: Any) -> str:
-    """The generated text out of a ``fmt`` response body; ValueError on any other shape."""
-    if fmt == "jumpstart" and isinstance(response, dict) and "choices" in response:
-        return response["choices"][0]["message"].get("content") or ""
-    if fmt == "tgi" and isinstance(response, list) and response and "generated_text" in response[0]:
-        return response[0]["generated_text"]
-    if fmt == "lmi" and isinstance(response, dict) and "generated_text" in response:
-        return response["generated_text"]
-    raise ValueError(f"unexpected {fmt} response shape from the endpoint: {json.dumps(response)[:300]}")
+    """The generated text out of a ``fmt`` response body; ValueError naming what is wrong otherwise."""
+    if fmt == "jumpstart":
+        choices = response.get("choices") if isinstance(response, dict) else None
+        if not isinstance(choices, list) or not choices:
+            raise ValueError("expected a non-empty 'choices' list")
+        message = choices[0].get("message") if isinstance(choices[0], dict) else None
+        if not isinstance(message, dict):
+            raise ValueError("choices[0].message is missing")
+        text = message.get("content")
+        if text is None:
+            return ""
+    elif fmt == "tgi":
+        if not isinstance(response, list) or not response or not isinstance(response[0], dict):
+            raise ValueError("expected a non-empty list of {'generated_text': ...} objects")
+        text = response[0].get("generated_text")
+    else:
+        text = response.get("generated_text") if isinstance(response, dict) else None
+    if not isinstance(text, str):
+        raise ValueError(f"no generated text (a string) in the {fmt} answer")
+    return text
 
 
 class SageMakerBackend(AwsRuntimeBackend):
@@ -88,9 +101,18 @@ class SageMakerBackend(AwsRuntimeBackend):
         }
         if self.reference.component:
             kwargs["InferenceComponentName"] = self.reference.component
+        from botocore.exceptions import IncompleteReadError, ResponseStreamingError
+
         response = self.client.invoke_endpoint(**kwargs)
-        body = json.loads(response["Body"].read())
-        return {"text": sagemaker_text(self.format, body), "stop": request["stop"]}
+        try:
+            raw = response["Body"].read()
+        except (IncompleteReadError, ResponseStreamingError) as err:  # the connection closed mid-body
+            raise MalformedResponseError(self.name, f"truncated body ({err})", b"", self.request_id(response)) from err
+        try:
+            text = sagemaker_text(self.format, json.loads(raw))
+        except ValueError as err:  # JSONDecodeError included: a non-JSON or truncated body
+            raise MalformedResponseError(self.name, str(err), raw, self.request_id(response)) from None
+        return {"text": text, "stop": request["stop"]}
 
     def generated_text(self, response: Any) -> str:
         return cut_at_stop(response["text"], tuple(response["stop"]))

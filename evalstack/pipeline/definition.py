@@ -36,6 +36,7 @@ OUTPUT_PATH = "OutputPath"
 EVALUATE_BASE_MODEL = "EvaluateBaseModel"
 PROCESSING_IMAGE_URI = "ProcessingImageUri"
 INSTANCE_TYPE = "InstanceType"
+REPORT_INSTANCE_TYPE = "ReportInstanceType"
 INSTANCE_COUNT = "InstanceCount"
 EXECUTION_ROLE_ARN = "ExecutionRoleArn"
 
@@ -53,6 +54,8 @@ EVALUATION_OUTPUT = "evaluation"
 EVALUATION_LOCAL_PATH = "/opt/ml/processing/evaluation"
 
 DEFAULT_INSTANCE_TYPE = "ml.m5.xlarge"
+# The Report steps merge shards by streaming and compare: a small CPU instance whatever the evaluation runs on.
+DEFAULT_REPORT_INSTANCE_TYPE = "ml.m5.large"
 DEFAULT_VOLUME_SIZE_GB = 30
 DEFAULT_MAX_RUNTIME_SECONDS = 86400
 
@@ -144,6 +147,7 @@ def _parameters(role_param: bool) -> list[dict[str, Any]]:
         {"Name": EVALUATE_BASE_MODEL, "Type": "Boolean", "DefaultValue": False},
         {"Name": PROCESSING_IMAGE_URI, "Type": "String"},
         {"Name": INSTANCE_TYPE, "Type": "String", "DefaultValue": DEFAULT_INSTANCE_TYPE},
+        {"Name": REPORT_INSTANCE_TYPE, "Type": "String", "DefaultValue": DEFAULT_REPORT_INSTANCE_TYPE},
         {"Name": INSTANCE_COUNT, "Type": "Integer", "DefaultValue": 1},
     ]
     if role_param:
@@ -153,11 +157,13 @@ def _parameters(role_param: bool) -> list[dict[str, Any]]:
 
 @dataclass(frozen=True)
 class _JobSettings:
-    """What every Processing step shares: role, encryption and network."""
+    """What every Processing step shares: role, encryption, network and limits."""
 
     role_arn: Any
     kms_key_id: str | None
     network: NetworkConfig | None
+    volume_size_gb: int = DEFAULT_VOLUME_SIZE_GB
+    max_runtime_seconds: int = DEFAULT_MAX_RUNTIME_SECONDS
 
 
 def _processing_step(
@@ -165,6 +171,7 @@ def _processing_step(
     command: list[Any],
     settings: _JobSettings,
     *,
+    instance_type: Any,
     instance_count: Any,
     depends_on: list[str],
     outputs: list[dict[str, Any]] | None = None,
@@ -172,8 +179,8 @@ def _processing_step(
 ) -> dict[str, Any]:
     cluster: dict[str, Any] = {
         "InstanceCount": instance_count,
-        "InstanceType": param(INSTANCE_TYPE),
-        "VolumeSizeInGB": DEFAULT_VOLUME_SIZE_GB,
+        "InstanceType": instance_type,
+        "VolumeSizeInGB": settings.volume_size_gb,
     }
     if settings.kms_key_id:
         cluster["VolumeKmsKeyId"] = settings.kms_key_id
@@ -185,7 +192,7 @@ def _processing_step(
             "ContainerArguments": command,
         },
         "RoleArn": settings.role_arn,
-        "StoppingCondition": {"MaxRuntimeInSeconds": DEFAULT_MAX_RUNTIME_SECONDS},
+        "StoppingCondition": {"MaxRuntimeInSeconds": settings.max_runtime_seconds},
         "Environment": {"PYTHONUNBUFFERED": "1"},
     }
     if outputs:
@@ -255,6 +262,7 @@ def _report_steps(
             report_name,
             command,
             settings,
+            instance_type=param(REPORT_INSTANCE_TYPE),
             instance_count=1,
             depends_on=[EVALUATE_STEP, EVALUATE_BASE_STEP] if with_base else [EVALUATE_STEP],
             outputs=[output],
@@ -312,11 +320,15 @@ def build_definition(
     quality_gate: QualityGate | None = None,
     kms_key_id: str | None = None,
     network: NetworkConfig | None = None,
+    volume_size_gb: int = DEFAULT_VOLUME_SIZE_GB,
+    max_runtime_seconds: int = DEFAULT_MAX_RUNTIME_SECONDS,
 ) -> dict[str, Any]:
     """The pipeline definition for ``eval_type`` (benchmark | custom_scorer | llm_as_judge).
 
     ``role_arn=None`` makes the processing-job role the ``ExecutionRoleArn`` pipeline parameter;
-    a string embeds it. The bound on parallel steps is not part of a definition in SageMaker: pass
+    a string embeds it. ``volume_size_gb`` and ``max_runtime_seconds`` apply to every Processing step
+    (the pipeline role's IAM conditions hold the deployed values). The bound on parallel steps is not
+    part of a definition in SageMaker: pass
     ``ParallelismConfiguration`` to CreatePipeline/StartPipelineExecution (the local client honours it).
     """
     if eval_type not in EVAL_TYPES:
@@ -325,11 +337,14 @@ def build_definition(
         role_arn=param(EXECUTION_ROLE_ARN) if role_arn is None else role_arn,
         kms_key_id=kms_key_id,
         network=network,
+        volume_size_gb=volume_size_gb,
+        max_runtime_seconds=max_runtime_seconds,
     )
     candidate = _processing_step(
         EVALUATE_STEP,
         _evaluate_command(eval_type, "candidate"),
         settings,
+        instance_type=param(INSTANCE_TYPE),
         instance_count=param(INSTANCE_COUNT),
         depends_on=[],
     )
@@ -337,6 +352,7 @@ def build_definition(
         EVALUATE_BASE_STEP,
         _evaluate_command(eval_type, "base"),
         settings,
+        instance_type=param(INSTANCE_TYPE),
         instance_count=param(INSTANCE_COUNT),
         depends_on=[],
     )

@@ -17,10 +17,14 @@ import dataclasses
 import json
 import os
 import sys
+import traceback
 from dataclasses import dataclass
 from pathlib import Path
+from types import TracebackType
 
 from evalstack import storage
+from evalstack.masking import mask
+from evalstack.results.timings import now, record_step_time
 from evalstack.results.tracking import log_to_mlflow, wants_tracking
 from evalstack.spec import EVAL_TYPES, EvaluationSpec
 
@@ -90,17 +94,23 @@ def evaluate(spec_uri: str, eval_type: str, role: str, output_uri: str) -> str:
 
     spec = load_spec(spec_uri, eval_type)
     shard = current_shard()
-    return run_shard(spec, role, shard.index, shard.count, output_uri)
+    started = now()
+    uri = run_shard(spec, role, shard.index, shard.count, output_uri)
+    record_step_time(output_uri, role, shard.index, shard.count, started, now(), spec.kms_key_id)
+    return uri
 
 
 def report(spec_uri: str, eval_type: str, output_uri: str, property_file: str, with_base: bool) -> dict:
     """Merge shards and write the property file; ``with_base`` says whether the base step ran."""
     from evalstack.engine.run import report as merge_report
+    from evalstack.results.html_report import write_report_html
 
+    started = now()
     spec = dataclasses.replace(load_spec(spec_uri, eval_type), evaluate_base_model=with_base)
     merged = merge_report(spec, output_uri)
     summary = merged.summary()
     storage.write_text(storage.join(output_uri, "spec.json"), spec.to_json(), kms_key_id=spec.kms_key_id)
+    write_report_html(output_uri, started, kms_key_id=spec.kms_key_id)
     if wants_tracking(spec):
         log_to_mlflow(spec, merged, output_uri)
     storage.write_text(str(container_path(property_file)), json.dumps(summary, indent=2, sort_keys=True) + "\n")
@@ -121,7 +131,13 @@ def _parser() -> argparse.ArgumentParser:
     return parser
 
 
+def _masked_excepthook(kind: type[BaseException], value: BaseException, tb: TracebackType | None) -> None:
+    """The traceback of an uncaught error, masked: an error may quote an answer that echoes a key."""
+    sys.stderr.write(mask("".join(traceback.format_exception(kind, value, tb))))
+
+
 def main(argv: list[str] | None = None) -> int:
+    sys.excepthook = _masked_excepthook
     args = _parser().parse_args(argv)
     try:
         return _run(args)
@@ -129,7 +145,7 @@ def main(argv: list[str] | None = None) -> int:
         # SageMaker Processing reports this file as the job's FailureReason; the traceback stays in the log.
         message = container_path(FAILURE_MESSAGE)
         message.parent.mkdir(parents=True, exist_ok=True)
-        message.write_text(f"{type(err).__name__}: {err}"[:MAX_FAILURE_MESSAGE], encoding="utf-8")
+        message.write_text(mask(f"{type(err).__name__}: {err}")[:MAX_FAILURE_MESSAGE], encoding="utf-8")
         raise
 
 

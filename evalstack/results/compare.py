@@ -1,10 +1,17 @@
 """Base versus fine-tuned: ``comparison.json`` with paired significance tests.
 
-Shape (the reference's, with per-metric improvements and a significance section)::
+Shape (the reference's ``fine_tuned``/``base``/``improvement``, plus per-metric improvements and a
+significance section)::
 
-    {"fine_tuned": {metric: value}, "base": {metric: value}, "improvement": {metric: fine_tuned - base},
+    {"fine_tuned": {metric: value, "accuracy": a, "score": s}, "base": {...},
+     "primary_metric": name, "improvement": fine_tuned - base on the primary metric (a number),
+     "improvements": {metric: fine_tuned - base},
      "significance": {metric: test}, "significance_by_subtask": {subtask: {metric: test}},
      "significant_regression": bool}
+
+:func:`compare` returns the per-metric part; :func:`evalstack.results.headline.with_headline` adds
+the reference's headline (``accuracy`` where the primary metric is one, ``score`` on 0-100, the
+number ``improvement``).
 
 ``significance`` is over all paired samples; a test is ``significant`` at p < 0.05 and ``regressed``
 when, in addition, the paired samples favour the base; ``significant_regression`` is true when any
@@ -114,7 +121,12 @@ def compare(
     subtasks: dict[str, Any] = {}
     for subtask in sorted({s for s, _, _ in pairs if s}):
         subtasks[subtask] = _tests([p for p in pairs if p[0] == subtask], seed)
-    common = [m for m in candidate_agg.metrics if m in base_agg.metrics]
+    # A null metric (no judge answer parsed) has no difference.
+    common = [
+        m
+        for m in candidate_agg.metrics
+        if candidate_agg.metrics[m] is not None and base_agg.metrics.get(m) is not None
+    ]
     improvement = {m: candidate_agg.metrics[m] - base_agg.metrics[m] for m in common}
     overall = _tests(pairs, seed)
     return {
@@ -127,3 +139,4 @@ def compare(
         # difference and the per-sample test can point different ways.
         "significant_regression": any(test["regressed"] for test in overall.values()),
     }
+

@@ -11,6 +11,11 @@ The Report step calls :func:`log_to_mlflow` when the spec asks for tracking (any
 
 Experiment and run names are as given; by default the experiment is the evaluation's name and the
 run is named after the execution's output folder (the pipeline execution id).
+
+Metrics (headline, base, improvement and per subtask, ``subtask/<name>/<metric>``) are logged at
+step = the model package version when the model is a versioned model package ARN, else step 0, so
+MLflow's charts over steps show a model package group's versions in order. ``report.html`` is
+logged with the other result files.
 """
 
 from __future__ import annotations
@@ -18,6 +23,7 @@ from __future__ import annotations
 import importlib.util
 import math
 import os
+import re
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
 from pathlib import Path
@@ -29,7 +35,8 @@ if TYPE_CHECKING:
     from evalstack.engine.run import Report
     from evalstack.spec import EvaluationSpec
 
-ARTIFACTS = ("results.json", "report.md", "comparison.json", "base/results.json", "spec.json")
+ARTIFACTS = ("results.json", "report.md", "report.html", "comparison.json", "base/results.json", "spec.json")
+_PACKAGE_VERSION = re.compile(r":model-package/[^/]+/(\d+)$")
 
 
 @dataclass(frozen=True)
@@ -85,6 +92,12 @@ def run_metrics(report: Report) -> dict[str, float]:
     return out
 
 
+def model_version(model: str) -> int | None:
+    """The version of a model package ARN (``...:model-package/<group>/<version>``), else None."""
+    match = _PACKAGE_VERSION.search(model)
+    return int(match.group(1)) if match else None
+
+
 def run_params(spec: EvaluationSpec, output_uri: str) -> dict[str, str]:
     params: dict[str, Any] = {
         "eval_type": spec.eval_type,
@@ -135,9 +148,10 @@ def log_to_mlflow(spec: EvaluationSpec, report: Report, output_uri: str) -> Trac
     run_id = run.info.run_id
     try:
         stamp = run.info.start_time
+        step = model_version(spec.model) or 0
         client.log_batch(
             run_id,
-            metrics=[Metric(k, v, stamp, 0) for k, v in sorted(run_metrics(report).items())],
+            metrics=[Metric(k, v, stamp, step) for k, v in sorted(run_metrics(report).items())],
             params=[Param(k, v) for k, v in run_params(spec, output_uri).items()],
         )
         for name in ARTIFACTS:

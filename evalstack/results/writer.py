@@ -10,6 +10,7 @@ from importlib import metadata
 from typing import Any
 
 from evalstack import storage
+from evalstack.masking import mask, mask_value
 
 RESULTS_SCHEMA_VERSION = 1
 # Libraries whose versions decide a score; recorded in every results.json.
@@ -38,7 +39,7 @@ class EvaluationResult:
     model: str
     role: str
     num_samples: int
-    metrics: dict[str, float]
+    metrics: dict[str, float | None]
     dataset_sha256: str
     stderr: dict[str, float] = field(default_factory=dict)
     confidence_intervals: dict[str, list[float]] = field(default_factory=dict)
@@ -52,15 +53,18 @@ class EvaluationResult:
 
 
 def dumps(data: Any) -> str:
-    """Deterministic JSON: sorted keys, NaN rejected (a NaN score is a bug, not a result)."""
-    return json.dumps(data, indent=2, sort_keys=True, allow_nan=False) + "\n"
+    """Deterministic JSON: sorted keys, NaN rejected (a NaN score is a bug, not a result), secrets masked."""
+    return json.dumps(mask_value(data), indent=2, sort_keys=True, allow_nan=False) + "\n"
 
 
 def jsonl(records: Sequence[dict[str, Any]]) -> str:
     return "".join(json.dumps(r, sort_keys=True, allow_nan=False) + "\n" for r in records)
 
 
-def _fmt(value: float) -> str:
+def _fmt(value: float | None) -> str:
+    # A metric with no parsed answer is null in results.json: shown, never dropped.
+    if value is None:
+        return "null"
     return "nan" if math.isnan(value) else f"{value:.4f}"
 
 
@@ -69,7 +73,7 @@ def render_table(result: EvaluationResult, comparison: dict[str, Any] | None = N
     lines = []
     if comparison:
         base = comparison.get("base", {})
-        improvement = comparison.get("improvement", {})
+        improvement = comparison.get("improvements", {})
         lines += ["| metric | fine-tuned | base | improvement |", "|---|---:|---:|---:|"]
         for name, value in sorted(result.metrics.items()):
             b, d = base.get(name), improvement.get(name)
@@ -102,7 +106,7 @@ def render_report(result: EvaluationResult, comparison: dict[str, Any] | None = 
         parts.append("\n## Subtasks\n\n" + "\n".join(rows) + "\n")
     if comparison and comparison.get("significance"):
         parts.append("\n## Significance\n\n```json\n" + dumps(comparison["significance"]) + "```\n")
-    return "".join(parts)
+    return mask("".join(parts))
 
 
 def role_files(output_uri: str, result: EvaluationResult, records: Sequence[dict[str, Any]]) -> dict[str, str]:

@@ -134,6 +134,19 @@ class Backend:
         extra = {"ServerSideEncryption": "aws:kms", "SSEKMSKeyId": kms_key_id} if kms_key_id else {}
         self.session.client("s3").put_object(Bucket=loc.bucket, Key=loc.key, Body=data, **extra)
 
+    def delete(self, uris: list[str]) -> None:
+        """Remove inputs written by :meth:`write_bytes` (a start that was rejected), and a local
+        folder they leave empty."""
+        for uri in uris:
+            if self.is_local:
+                storage.delete(uri)
+                folder = storage.local_path(uri).parent if storage.uses_local_files(uri) else None
+                if folder is not None and folder.is_dir() and not any(folder.iterdir()):
+                    folder.rmdir()
+            else:
+                loc = storage.parse_s3(uri)
+                self.session.client("s3").delete_object(Bucket=loc.bucket, Key=loc.key)
+
 
 _lock = threading.Lock()
 _backends: dict[tuple[Any, ...], Backend] = {}

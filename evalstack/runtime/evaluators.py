@@ -13,12 +13,13 @@ from evalstack.catalog import BuiltInMetric, resolve_benchmark, resolve_builtin_
 from evalstack.catalog.benchmarks import BENCHMARKS, Benchmark
 from evalstack.catalog.hyperparameters import Hyperparameters
 from evalstack.judge.custom import validate_custom_metrics
-from evalstack.judge.task import judge_reference
+from evalstack.judge.task import BEDROCK_ID, judge_reference
 from evalstack.models.model_package import BASE_MODEL_KEY, resolve_model_package
-from evalstack.models.reference import parse_model_reference
-from evalstack.runtime.backend import boto_session
+from evalstack.models.reference import ACCEPTED_FORMS, ModelReference, parse_model_reference
+from evalstack.runtime.backend import boto_session, resolve_backend
 from evalstack.runtime.execution import EvaluationPipelineExecution
-from evalstack.runtime.launch import Attachment, start_evaluation
+from evalstack.runtime.launch import Attachment, local_definition, start_evaluation
+from evalstack.runtime.preflight import check_mlflow_arn, preflight
 from evalstack.spec import (
     ColumnMapping,
     CustomJudgeMetric,
@@ -40,6 +41,48 @@ class VpcConfig:
     def __post_init__(self) -> None:
         if not self.subnets or not self.security_group_ids:
             raise ValueError("networking: VpcConfig needs at least one subnet and one security group id")
+
+
+@dataclass(frozen=True)
+class DryRun:
+    """What ``evaluate(dry_run=True)`` returns: the validated spec and the pipeline definition that
+    would run it. Nothing was written and no model was called."""
+
+    spec: dict[str, Any]
+    pipeline_definition: dict[str, Any]
+    eval_type: str
+
+
+def _model_reference(value: str, what: str) -> ModelReference:
+    """A model reference, with the two common mistakes named in the constructor: a Bedrock model id
+    without its ``bedrock:`` scheme, and a bare name (which evalstack does not resolve)."""
+    if not value.startswith("bedrock:") and (
+        BEDROCK_ID.match(value) or (value.startswith("arn:") and ":bedrock:" in value)
+    ):
+        raise ValueError(
+            f"{what}: {value!r} looks like a Bedrock model id; write it as 'bedrock:{value}' "
+            "(add ?region=<region> unless AWS_REGION is set)"
+        )
+    return parse_model_reference(value)
+
+
+def _bare_name_error(what: str, value: str) -> ValueError:
+    return ValueError(
+        f"{what}: {value!r} is a bare name, and evalstack does not look names up; name the backend: "
+        + "; ".join(ACCEPTED_FORMS)
+    )
+
+
+def _subtask_list(value: Any, what: str) -> list[str] | None:
+    """A subtask name, a list of them, or "ALL" (every subtask) -> a list, or None for all."""
+    if value is None:
+        return None
+    names = [value] if isinstance(value, str) else value
+    if not isinstance(names, list | tuple) or not all(isinstance(n, str) for n in names):
+        raise ValueError(f"{what}: expected a subtask name, a list of names or 'ALL', got {value!r}")
+    if any(n.strip().upper() == "ALL" for n in names):
+        return None
+    return list(names) or None
 
 
 def _name_of(value: Any, what: str) -> str | None:
@@ -78,9 +121,10 @@ class _Evaluator:
         self.model = _name_of(model, "model")
         if not self.model:
             raise ValueError("model: a model reference is required (see docs/models.md for the formats)")
-        parse_model_reference(self.model)
-        if base_model is not None:
-            parse_model_reference(base_model)
+        self.model_reference = _model_reference(self.model, "model")
+        if base_model is not None and _model_reference(base_model, "base_model").is_label:
+            raise _bare_name_error("base_model", base_model)
+        check_mlflow_arn(mlflow_resource_arn)
         if not isinstance(evaluate_base_model, bool):
             raise ValueError(f"evaluate_base_model: must be a bool, got {evaluate_base_model!r}")
         if networking is not None and not isinstance(networking, VpcConfig):
@@ -135,9 +179,20 @@ class _Evaluator:
             )
         return dataclasses.replace(spec, base_model=info.base_model)
 
+    def _dry_run(self, spec: EvaluationSpec) -> DryRun:
+        preflight(spec, region=self.region, session_region=self._session_region(), reach=False)
+        return DryRun(spec.to_dict(), local_definition(spec, self.networking), spec.eval_type)
+
+    def _session_region(self) -> str | None:
+        return getattr(boto_session(self.sagemaker_session, self.region), "region_name", None)
+
     def _start(self, spec: EvaluationSpec, attachments: Sequence[Attachment] = ()) -> EvaluationPipelineExecution:
+        spec = self._base_model_from_package(spec)
+        # A missing deployment is named before any model is asked (pipeline_name raises).
+        resolve_backend(self.sagemaker_session, self.region).pipeline_name(spec.eval_type)
+        preflight(spec, region=self.region, session_region=self._session_region())
         return start_evaluation(
-            self._base_model_from_package(spec),
+            spec,
             s3_output_path=self.s3_output_path,
             attachments=attachments,
             region=self.region,
@@ -169,19 +224,26 @@ class BenchMarkEvaluator(_Evaluator):
 
     eval_type = "benchmark"
 
-    def __init__(self, benchmark: Benchmark | str, *, subtasks: list[str] | None = None, **kwargs: Any) -> None:
+    def __init__(self, benchmark: Benchmark | str, *, subtasks: str | list[str] | None = None, **kwargs: Any) -> None:
         super().__init__(**kwargs)
+        if self.model_reference.is_label:  # a benchmark always asks the model
+            raise _bare_name_error("model", self.model)
         self.benchmark = resolve_benchmark(benchmark)
-        self.subtasks = list(subtasks) if subtasks else None
+        self.subtasks = _subtask_list(subtasks, "subtasks")
         self._spec(benchmark=self.benchmark.value, subtasks=self.subtasks)  # fail fast on bad subtasks
 
     @classmethod
     def get_all(cls, session: Any = None, region: Any = None) -> list[str]:
         return [b.value for b in BENCHMARKS]
 
-    def evaluate(self, subtask: str | None = None) -> EvaluationPipelineExecution:
-        subtasks = [subtask] if subtask else self.subtasks
-        return self._start(self._spec(benchmark=self.benchmark.value, subtasks=subtasks))
+    def evaluate(
+        self, subtask: str | list[str] | None = None, *, dry_run: bool = False
+    ) -> EvaluationPipelineExecution | DryRun:
+        """Start the evaluation (``subtask``: one name, a list or "ALL" overrides ``subtasks``).
+        ``dry_run=True`` checks everything and returns the spec and pipeline definition instead."""
+        subtasks = self.subtasks if subtask is None else _subtask_list(subtask, "subtask")
+        spec = self._spec(benchmark=self.benchmark.value, subtasks=subtasks)
+        return self._dry_run(spec) if dry_run else self._start(spec)
 
 
 class CustomScorerEvaluator(_Evaluator):
@@ -208,16 +270,17 @@ class CustomScorerEvaluator(_Evaluator):
             "score(predictions, ground_truth, metadata=None) method"
         )
 
-    def evaluate(self) -> EvaluationPipelineExecution:
+    def evaluate(self, *, dry_run: bool = False) -> EvaluationPipelineExecution | DryRun:
+        """Start the evaluation; ``dry_run=True`` checks everything and returns the spec and definition."""
+        from evalstack.metrics.custom import dump_scorer
+
         attachments: list[Attachment] = []
         if self.scorer is not None:
-            from evalstack.metrics.custom import dump_scorer
-
             attachments.append(Attachment("scorer.pkl", dump_scorer(self.scorer), "custom_scorer_uri"))
         spec = self._spec(
             dataset=self.dataset, metrics=self.metrics, custom_scorer_uri="pending" if attachments else None
         )
-        return self._start(spec, attachments)
+        return self._dry_run(spec) if dry_run else self._start(spec, attachments)
 
 
 class LLMAsJudgeEvaluator(_Evaluator):
@@ -257,5 +320,7 @@ class LLMAsJudgeEvaluator(_Evaluator):
         except TypeError as err:
             raise ValueError(f"custom_metrics[{index}]: {err}") from err
 
-    def evaluate(self) -> EvaluationPipelineExecution:
-        return self._start(self._spec(dataset=self.dataset, judge=self.judge))
+    def evaluate(self, *, dry_run: bool = False) -> EvaluationPipelineExecution | DryRun:
+        """Start the evaluation; ``dry_run=True`` checks everything and returns the spec and definition."""
+        spec = self._spec(dataset=self.dataset, judge=self.judge)
+        return self._dry_run(spec) if dry_run else self._start(spec)

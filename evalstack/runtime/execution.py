@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import re
 import time
 import uuid
 from collections.abc import Callable, Mapping
@@ -20,24 +21,68 @@ from botocore.exceptions import ClientError
 
 from evalstack import storage
 from evalstack.catalog.limits import MAX_CONCURRENT_EVALUATIONS
-from evalstack.runtime.backend import Backend, check_eval_type, error_code, resolve_backend
+from evalstack.runtime.backend import Backend, error_code, resolve_backend
 from evalstack.spec import EVAL_TYPES
 
 TERMINAL_STATUSES = ("Succeeded", "Failed", "Stopped")
 ACTIVE_STATUSES = ("Executing", "Stopping")
+WAIT_TARGETS = ("Executing", "Stopping", "Stopped", "Failed", "Succeeded")
 # The reference API reports a finished step or execution as "Completed"; SageMaker says "Succeeded".
 _REFERENCE_STATUS = {"Succeeded": "Completed"}
 
-# wait(): first check after FIRST_POLL_SECONDS, doubling up to ``poll``; past that the interval is a
-# fraction of the time already waited, so a long run costs few describe calls (see bench/wait_calls.py)
-# and its end is noticed within that fraction of its runtime. Never longer than MAX_POLL_SECONDS.
+# wait() on SageMaker: first check after FIRST_POLL_SECONDS, doubling up to ``poll``; past that the
+# interval is a fraction of the time already waited, so a two-hour run costs at most 60 describe calls,
+# but it never exceeds max(poll, MAX_POLL_SECONDS): the end is noticed within 5 minutes (or ``poll``).
 FIRST_POLL_SECONDS = 1.0
-ELAPSED_FRACTION = 0.15
-MAX_POLL_SECONDS = 900.0
+ELAPSED_FRACTION = 0.2
+MAX_POLL_SECONDS = 300.0
+# wait() on the local backend: a describe call is one SQLite read, so checking often costs nothing
+# and a short run ends within this interval of its last step.
+LOCAL_POLL_SECONDS = 0.05
+# The CLI's progress callback reads files; call it at most this often however fast wait() polls.
+PROGRESS_SECONDS = 1.0
 
 
 class ConcurrencyLimitError(RuntimeError):
     """More evaluations would run at once than the service limit allows."""
+
+
+class FailedStatusError(RuntimeError):
+    """wait(): the execution ended in another status than the one waited for (the released SDK's name;
+    a RuntimeError, as the reference documents)."""
+
+    def __init__(self, message: str, status: str, reason: str | None) -> None:
+        super().__init__(message)
+        self.status = status
+        self.reason = reason
+
+
+class TimeoutExceededError(TimeoutError):
+    """wait(): ``timeout`` passed first (the released SDK's name; a TimeoutError, as the reference documents)."""
+
+
+class ExecutionNotFoundError(ClientError, LookupError):
+    """No execution has that name, id or ARN. A ClientError (ResourceNotFound), as SageMaker raises."""
+
+    def __init__(self, reference: str, where: str, operation: str = "DescribePipelineExecution") -> None:
+        message = (
+            f"no evalstack execution has the name, id or ARN {reference!r} ({where}); "
+            "list them with `evalstack executions list`"
+        )
+        super().__init__({"Error": {"Code": "ResourceNotFound", "Message": message}}, operation)
+        self.reference = reference
+
+
+def normalize_eval_type(value: Any) -> str:
+    """An evaluation kind from any spelling: ``custom_scorer``, ``custom-scorer``, ``customscorer``
+    (the released SDK's EvalType value), ``CustomScorer`` or an enum member carrying one of those."""
+    raw = getattr(value, "value", value)
+    if isinstance(raw, str):
+        key = re.sub(r"[^a-z]", "", raw.lower())
+        for kind in EVAL_TYPES:
+            if kind.replace("_", "") == key:
+                return kind
+    raise ValueError(f"eval_type: must be one of {list(EVAL_TYPES)} (any case, - or _ or none), got {value!r}")
 
 
 class Clock(Protocol):
@@ -62,6 +107,33 @@ class StepDetail:
     end_time: str | None = None
     display_name: str | None = None
     failure_reason: str | None = None
+    # The step's job: a Processing job ARN on SageMaker, the local runner's job ARN locally.
+    job_arn: str | None = None
+
+
+class ExecutionStatus(str):
+    """``execution.status``: the status string the reference compares (``== "Succeeded"``) that also
+    carries the released SDK's ``overall_status``, ``step_details`` and ``failure_reason``."""
+
+    failure_reason: str | None
+    _steps: Callable[[], list[StepDetail]] | None
+
+    def __new__(
+        cls, value: str, failure_reason: str | None = None, steps: Callable[[], list[StepDetail]] | None = None
+    ) -> ExecutionStatus:
+        status = super().__new__(cls, value)
+        status.failure_reason = failure_reason
+        status._steps = steps
+        return status
+
+    @property
+    def overall_status(self) -> str:
+        return str(self)
+
+    @property
+    def step_details(self) -> list[StepDetail]:
+        """Every started step (one ListPipelineExecutionSteps call per read)."""
+        return self._steps() if self._steps is not None else []
 
 
 @dataclass
@@ -73,6 +145,31 @@ class PipelineExecutionStatus:
 
 def _iso(value: Any) -> str | None:
     return value.isoformat() if isinstance(value, datetime) else None
+
+
+_JOB_KINDS = ("ProcessingJob", "TrainingJob", "TransformJob", "TuningJob", "AutoMLJob")
+
+
+def _job_arn(metadata: Mapping[str, Any] | None) -> str | None:
+    for kind in _JOB_KINDS:
+        arn = ((metadata or {}).get(kind) or {}).get("Arn")
+        if arn:
+            return str(arn)
+    return None
+
+
+def _not_found(err: ClientError) -> bool:
+    return error_code(err) == "ResourceNotFound" or "does not exist" in str(err) or "not found" in str(err).lower()
+
+
+def _in_notebook() -> bool:
+    """True in a Jupyter kernel (where HTML can be displayed), False in a terminal or plain IPython."""
+    try:
+        from IPython import get_ipython
+    except ImportError:
+        return False
+    shell = get_ipython()
+    return shell is not None and "IPKernelApp" in getattr(shell, "config", {})
 
 
 def _token(*parts: str) -> str:
@@ -105,8 +202,16 @@ class EvaluationPipelineExecution:
     s3_output_path: str
     creation_time: datetime | None
     failure_reason: str | None = None
+    last_modified_time: datetime | None = None
     _backend: Backend | None = field(default=None, repr=False, compare=False)
     _clock: Clock = field(default=time, repr=False, compare=False)  # type: ignore[assignment]
+
+    def __post_init__(self) -> None:
+        self._set_status(self.status, self.failure_reason)
+
+    def _set_status(self, status: str, failure_reason: str | None) -> None:
+        self.failure_reason = failure_reason
+        self.status = ExecutionStatus(status, failure_reason, self.steps)
 
     # Construction -----------------------------------------------------------------------------
 
@@ -128,25 +233,45 @@ class EvaluationPipelineExecution:
             s3_output_path=storage.join(output_path, execution_id) if output_path else "",
             creation_time=summary.get("CreationTime") or summary.get("StartTime"),
             failure_reason=summary.get("FailureReason") or summary.get("PipelineExecutionFailureReason") or None,
+            last_modified_time=summary.get("LastModifiedTime"),
             _backend=backend,
         )
 
     @classmethod
     def get(
-        cls, pipeline_execution_arn: str, session: Any = None, region: str | None = None
+        cls,
+        pipeline_execution_arn: str | None = None,
+        session: Any = None,
+        region: str | None = None,
+        *,
+        arn: str | None = None,
     ) -> EvaluationPipelineExecution:
+        """One execution by its ARN (the reference's ``pipeline_execution_arn=``, the released SDK's
+        ``arn=``), its id (the ARN's last part) or its name. ExecutionNotFoundError (a ClientError)
+        when none matches."""
+        reference = pipeline_execution_arn or arn
+        if not reference or (pipeline_execution_arn and arn and pipeline_execution_arn != arn):
+            raise ValueError("get: give one execution ARN, id or name (pipeline_execution_arn= or arn=)")
         backend = resolve_backend(session, region)
-        desc = backend.client.describe_pipeline_execution(PipelineExecutionArn=pipeline_execution_arn)
+        if not reference.startswith("arn:"):
+            reference = _arn_of(backend, reference)
+        try:
+            desc = backend.client.describe_pipeline_execution(PipelineExecutionArn=reference)
+        except ClientError as err:
+            if _not_found(err) or error_code(err) == "ValidationException":
+                raise ExecutionNotFoundError(reference, _where(backend)) from err
+            raise
         pipeline_name = desc["PipelineArn"].rsplit("/", 1)[-1]
         return cls._from_summary(backend, desc, pipeline_name)
 
     @classmethod
     def get_all(
-        cls, eval_type: str | None = None, session: Any = None, region: str | None = None
+        cls, eval_type: Any = None, session: Any = None, region: str | None = None
     ) -> list[EvaluationPipelineExecution]:
-        """Executions of ``eval_type`` (every kind when None), newest first."""
+        """Executions of ``eval_type`` (every kind when None), newest first. ``eval_type`` may be any
+        spelling of a kind (``custom_scorer``, ``customscorer``, ``custom-scorer``) or an enum of one."""
         backend = resolve_backend(session, region)
-        kinds = [check_eval_type(eval_type)] if eval_type else list(EVAL_TYPES)
+        kinds = [normalize_eval_type(eval_type)] if eval_type else list(EVAL_TYPES)
         out: list[EvaluationPipelineExecution] = []
         for kind in kinds:
             pipeline = backend.find_pipeline(kind)
@@ -182,7 +307,8 @@ class EvaluationPipelineExecution:
             json.loads(definition)
         except json.JSONDecodeError as err:
             raise ValueError(f"pipeline_definition: not valid JSON: {err}") from err
-        pipeline = backend.pipeline_name(check_eval_type(eval_type), pipeline_name)
+        eval_type = normalize_eval_type(eval_type)
+        pipeline = backend.pipeline_name(eval_type, pipeline_name)
         with backend.start_lock:
             _put_pipeline(backend, pipeline, definition, role_arn, tags or [])
             return cls._launch(backend, eval_type, pipeline, name, s3_output_path, parameters or {})
@@ -198,7 +324,7 @@ class EvaluationPipelineExecution:
         parameters: Mapping[str, Any],
     ) -> EvaluationPipelineExecution:
         """StartPipelineExecution on a pipeline that exists; ``name`` becomes the display name."""
-        eval_type = check_eval_type(eval_type)
+        eval_type = normalize_eval_type(eval_type)
         _check_capacity(backend)
         values = {"OutputPath": output_path, **parameters}
         try:
@@ -235,48 +361,81 @@ class EvaluationPipelineExecution:
         return self._backend
 
     def refresh(self) -> None:
-        """DescribePipelineExecution: update ``status``, ``failure_reason`` and ``creation_time``."""
+        """DescribePipelineExecution: update ``status``, ``failure_reason`` and the timestamps."""
         desc = self.backend.client.describe_pipeline_execution(PipelineExecutionArn=self.arn)
-        self.status = desc["PipelineExecutionStatus"]
-        self.failure_reason = desc.get("FailureReason") or None
         self.creation_time = desc.get("CreationTime", self.creation_time)
+        self.last_modified_time = desc.get("LastModifiedTime", self.last_modified_time)
+        self._set_status(desc["PipelineExecutionStatus"], desc.get("FailureReason") or None)
 
     def wait(
         self,
-        poll: float = 30,
+        target_status: str | float = "Succeeded",
+        poll: float | None = None,
         timeout: float | None = None,
         *,
         progress: Callable[[EvaluationPipelineExecution], None] | None = None,
     ) -> None:
-        """Block until the execution ends. RuntimeError unless it succeeded; TimeoutError after ``timeout`` s.
+        """Block until the execution reaches ``target_status`` (default Succeeded).
 
-        ``progress`` is called after every status check (the CLI prints step progress with it).
+        Both call styles work: the reference's ``wait(poll=60, timeout=7200)`` (or ``wait(60, 7200)``)
+        and the released SDK's ``wait(target_status="Succeeded", poll=5, timeout=None)``.
+        Raises FailedStatusError (a RuntimeError) when the execution ends in another status, and
+        TimeoutExceededError (a TimeoutError) after ``timeout`` seconds.
+
+        On SageMaker the interval starts at 1 s and grows towards ``poll`` (default 30 s), then with the
+        time waited, never beyond max(poll, 5 minutes). On the local backend the state is checked every
+        50 ms, so wait() returns as soon as the execution ends. ``progress`` is called after a status
+        check at most once a second, and after the last one (the CLI prints progress with it).
         """
-        if poll <= 0:
-            raise ValueError(f"poll: must be positive, got {poll!r}")
+        if not isinstance(target_status, str):  # the reference's positional wait(poll, timeout)
+            if timeout is not None:
+                raise ValueError("wait: give wait(poll, timeout) or wait(target_status, poll, timeout)")
+            target_status, poll, timeout = "Succeeded", target_status, poll
+        poll = 30.0 if poll is None else poll
+        if isinstance(poll, bool) or not isinstance(poll, int | float) or poll <= 0:
+            raise ValueError(f"poll: must be a positive number of seconds, got {poll!r}")
+        if target_status not in WAIT_TARGETS:
+            raise ValueError(f"target_status: must be one of {list(WAIT_TARGETS)}, got {target_status!r}")
+        local = self.backend.is_local
         start = self._clock.monotonic()
+        reported: float | None = None
         interval: float | None = None
         self.refresh()
-        if progress is not None:
-            progress(self)
-        while self.status not in TERMINAL_STATUSES:
-            waited = self._clock.monotonic() - start
-            if timeout is not None and waited >= timeout:
-                raise TimeoutError(f"execution {self.name} ({self.arn}) still {self.status} after {timeout}s")
-            interval = next_poll_interval(interval, waited, poll)
-            pause = interval if timeout is None else min(interval, timeout - waited)
-            self._clock.sleep(pause)
-            self.refresh()
-            if progress is not None:
+        while True:
+            now = self._clock.monotonic()
+            done = self.status == target_status or self.status in TERMINAL_STATUSES
+            if progress is not None and (done or reported is None or now - reported >= PROGRESS_SECONDS):
                 progress(self)
-        if self.status != "Succeeded":
-            raise RuntimeError(f"execution {self.name} ({self.arn}) {self.status}: {self.failure_reason}")
+                reported = now
+            if done:
+                break
+            waited = now - start
+            if timeout is not None and waited >= timeout:
+                raise TimeoutExceededError(
+                    f"execution {self.name} ({self.arn}) still {self.status} after {timeout}s; it keeps running: "
+                    "call wait() again, or stop() it"
+                )
+            interval = LOCAL_POLL_SECONDS if local else next_poll_interval(interval, waited, poll)
+            self._clock.sleep(interval if timeout is None else min(interval, timeout - waited))
+            self.refresh()
+        if self.status != target_status:
+            raise FailedStatusError(self._end_message(target_status), self.status, self.failure_reason)
+
+    def _end_message(self, target_status: str) -> str:
+        if self.status == "Stopped":
+            why = self.failure_reason or "it was stopped (StopPipelineExecution) before it finished"
+        elif self.status == "Failed":
+            why = self.failure_reason or "no failure reason was recorded; see execution.get_status().step_details"
+        else:
+            why = f"it ended {self.status}, not {target_status}"
+        return f"execution {self.name} ({self.arn}) {self.status}: {why}"
 
     def stop(self) -> None:
         """StopPipelineExecution (ClientError when it has already ended), then refresh."""
         self.backend.client.stop_pipeline_execution(
             # A fresh token: after a retry(), stopping again is a new request, not a repeat of the first.
-            PipelineExecutionArn=self.arn, ClientRequestToken=_token("stop", self.arn, uuid.uuid4().hex)
+            PipelineExecutionArn=self.arn,
+            ClientRequestToken=_token("stop", self.arn, uuid.uuid4().hex),
         )
         self.refresh()
 
@@ -309,9 +468,30 @@ class EvaluationPipelineExecution:
                         end_time=_iso(step.get("EndTime")),
                         display_name=step.get("StepDisplayName"),
                         failure_reason=step.get("FailureReason"),
+                        job_arn=_job_arn(step.get("Metadata")),
                     )
                 )
         return steps
+
+    def show_results(self) -> None:
+        """The headline metrics: a table printed in a terminal, HTML displayed in a notebook.
+
+        ValueError unless the execution succeeded, as in the released SDK."""
+        from evalstack.results.summary import summary_html, summary_text
+
+        self.refresh()
+        if self.status != "Succeeded":
+            raise ValueError(
+                f"Cannot show results: execution {self.name} is {self.status}. Results exist only after it "
+                "succeeded; use execution.wait() to wait for it, or execution.status for details."
+            )
+        results = self.results()
+        if _in_notebook():
+            from IPython.display import HTML, display
+
+            display(HTML(summary_html(results)))
+        else:
+            print(summary_text(results))
 
     def results(self) -> dict[str, Any]:
         """results.json, plus comparison.json under "comparison" when the base model was evaluated."""
@@ -354,6 +534,26 @@ def _output_path_parameter(backend: Backend, arn: str) -> str | None:
             if item["Name"] == "OutputPath":
                 return item["Value"]
     return None
+
+
+def _where(backend: Backend) -> str:
+    return f"local backend, EVALSTACK_HOME {backend.home}" if backend.is_local else "SageMaker backend"
+
+
+def _arn_of(backend: Backend, reference: str) -> str:
+    """The ARN of the execution whose id or display name is ``reference``, among evalstack's pipelines."""
+    found = []
+    for eval_type in EVAL_TYPES:
+        pipeline = backend.find_pipeline(eval_type)
+        for summary in _summaries(backend, pipeline) if pipeline else ():
+            arn = summary["PipelineExecutionArn"]
+            if reference in (arn.rsplit("/", 1)[-1], summary.get("PipelineExecutionDisplayName")):
+                found.append(arn)
+    if not found:
+        raise ExecutionNotFoundError(reference, _where(backend), "ListPipelineExecutions")
+    if len(found) > 1:
+        raise ValueError(f"{reference!r} names {len(found)} executions ({', '.join(found)}); give the ARN")
+    return found[0]
 
 
 def _check_capacity(backend: Backend) -> None:

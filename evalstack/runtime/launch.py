@@ -5,7 +5,8 @@ then writes ``spec.json`` and any attachments to ``<s3_output_path>/<execution n
 the kind's pipeline with ``SpecUri``, ``OutputPath`` and ``EvaluateBaseModel``. The results appear
 under ``<s3_output_path>/<execution name>/<pipeline execution id>/``. On the local backend the
 pipeline is created (or updated) from the definition builder first; on SageMaker it is the one the
-stack deployed.
+stack deployed. A start the backend rejects (the concurrency limit, a validation error) removes
+what was written for it, so no orphan ``spec.json`` folder is left behind.
 """
 
 from __future__ import annotations
@@ -18,9 +19,12 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
 
+from botocore.exceptions import ClientError, ParamValidationError
+
 from evalstack import storage
-from evalstack.catalog.limits import MAX_PIPELINE_PARAMETER_CHARS
+from evalstack.catalog.limits import MAX_INSTANCE_COUNT, MAX_PIPELINE_PARAMETER_CHARS
 from evalstack.engine.tasks import build_task, model_reference
+from evalstack.masking import mask
 from evalstack.models.reference import label_error, parse_model_reference
 from evalstack.pipeline.definition import (
     EVALUATE_BASE_MODEL,
@@ -32,7 +36,7 @@ from evalstack.pipeline.definition import (
     build_definition,
 )
 from evalstack.runtime.backend import LOCAL_IMAGE_URI, LOCAL_ROLE_ARN, Backend, resolve_backend
-from evalstack.runtime.execution import EvaluationPipelineExecution
+from evalstack.runtime.execution import ConcurrencyLimitError, EvaluationPipelineExecution
 from evalstack.spec import EvaluationSpec
 
 # PipelineExecutionDisplayName: ^[a-zA-Z0-9](-*[a-zA-Z0-9]){0,81}
@@ -52,7 +56,7 @@ def execution_name(spec: EvaluationSpec) -> str:
     """``<spec name>-<UTC time>-<random>``, cleaned to what SageMaker allows as a display name."""
     stamp = datetime.now(UTC).strftime("%Y%m%dT%H%M%S")
     suffix = f"-{stamp}-{uuid.uuid4().hex[:8]}"
-    base = re.sub(r"-+", "-", re.sub(r"[^a-zA-Z0-9]+", "-", spec.name)).strip("-") or "evaluation"
+    base = re.sub(r"-+", "-", re.sub(r"[^a-zA-Z0-9]+", "-", mask(spec.name))).strip("-") or "evaluation"
     return base[: _DISPLAY_NAME_CHARS - len(suffix)].rstrip("-") + suffix
 
 
@@ -83,12 +87,31 @@ def local_definition(spec: EvaluationSpec, networking: Any = None) -> dict[str, 
     return definition
 
 
-def _write_inputs(backend: Backend, spec: EvaluationSpec, prefix: str, attachments: Sequence[Attachment]) -> None:
-    for attachment in attachments:
-        uri = storage.join(prefix, attachment.name)
-        backend.write_bytes(uri, attachment.data, spec.kms_key_id)
-        spec = dataclasses.replace(spec, **{attachment.spec_field: uri})
-    backend.write_bytes(storage.join(prefix, "spec.json"), spec.to_json().encode("utf-8"), spec.kms_key_id)
+def check_instance_count(value: Any) -> None:
+    """1-100, SageMaker's range for a Processing job; the local backend queues what it cannot run at once."""
+    if isinstance(value, bool) or not isinstance(value, int) or not 1 <= value <= MAX_INSTANCE_COUNT:
+        raise ValueError(
+            f"instance_count: must be an integer from 1 to {MAX_INSTANCE_COUNT} "
+            f"(SageMaker's limit for a Processing job), got {value!r}"
+        )
+
+
+def _write_inputs(backend: Backend, spec: EvaluationSpec, prefix: str, attachments: Sequence[Attachment]) -> list[str]:
+    """Write the attachments and spec.json under ``prefix``; returns the URIs written."""
+    written: list[str] = []
+    try:
+        for attachment in attachments:
+            uri = storage.join(prefix, attachment.name)
+            backend.write_bytes(uri, attachment.data, spec.kms_key_id)
+            written.append(uri)
+            spec = dataclasses.replace(spec, **{attachment.spec_field: uri})
+        uri = storage.join(prefix, "spec.json")
+        backend.write_bytes(uri, spec.to_json().encode("utf-8"), spec.kms_key_id)
+        written.append(uri)
+    except BaseException:
+        backend.delete(written)
+        raise
+    return written
 
 
 def start_evaluation(
@@ -104,10 +127,13 @@ def start_evaluation(
     instance_type: str | None = None,
 ) -> EvaluationPipelineExecution:
     validate_inputs(spec)
+    if instance_count is not None:
+        check_instance_count(instance_count)
+    output = storage.absolute(s3_output_path, "s3_output_path") if s3_output_path else None
     backend = resolve_backend(session, region)
     pipeline = backend.pipeline_name(spec.eval_type, pipeline_name)
     name = execution_name(spec)
-    prefix = storage.join(s3_output_path or backend.default_output_path(), name)
+    prefix = storage.join(output or backend.default_output_path(), name)
     parameters: dict[str, Any] = {
         SPEC_URI: storage.join(prefix, "spec.json"),
         EVALUATE_BASE_MODEL: spec.evaluate_base_model,
@@ -122,18 +148,24 @@ def start_evaluation(
                 f"{key}: {len(value)} characters; SageMaker pipeline parameters hold at most "
                 f"{MAX_PIPELINE_PARAMETER_CHARS} (use a shorter s3_output_path or evaluation name)"
             )
-    _write_inputs(backend, spec, prefix, attachments)
-    if backend.is_local:
-        return EvaluationPipelineExecution.start(
-            spec.eval_type,
-            name,
-            local_definition(spec, networking),
-            LOCAL_ROLE_ARN,
-            prefix,
-            session,
-            region,
-            parameters=parameters,
-            pipeline_name=pipeline,
-        )
-    # The deployed pipeline already carries the stack's image, role, key and network.
-    return EvaluationPipelineExecution._launch(backend, spec.eval_type, pipeline, name, prefix, parameters)
+    written = _write_inputs(backend, spec, prefix, attachments)
+    try:
+        if backend.is_local:
+            return EvaluationPipelineExecution.start(
+                spec.eval_type,
+                name,
+                local_definition(spec, networking),
+                LOCAL_ROLE_ARN,
+                prefix,
+                session,
+                region,
+                parameters=parameters,
+                pipeline_name=pipeline,
+            )
+        # The deployed pipeline already carries the stack's image, role, key and network.
+        return EvaluationPipelineExecution._launch(backend, spec.eval_type, pipeline, name, prefix, parameters)
+    except (ConcurrencyLimitError, ClientError, ParamValidationError, ValueError):
+        # The backend answered no: nothing started that could read these inputs. (A lost connection
+        # is not in this list: the start may have happened, and its inputs must stay.)
+        backend.delete(written)
+        raise

@@ -81,6 +81,63 @@ def synthesize(context: dict[str, Any], outdir: Path) -> Synthesis:
     )
 
 
+def render(value: Any) -> str:
+    """A CloudFormation string with its intrinsic parts replaced by ``TOKEN``."""
+    if isinstance(value, str):
+        return value
+    if isinstance(value, dict) and "Fn::Join" in value:
+        separator, parts = value["Fn::Join"]
+        return separator.join(render(p) for p in parts)
+    return "TOKEN"
+
+
 def normalized(template: dict[str, Any]) -> dict[str, Any]:
     """The template with asset hashes replaced, for snapshots."""
     return json.loads(_ASSET_HASH.sub("<asset-hash>", json.dumps(template, sort_keys=True)))
+
+
+@dataclass
+class AppSynthesis:
+    """Every stack template of an app with stages, by construct path (e.g. ``Dev/Platform``)."""
+
+    outdir: Path
+    templates: dict[str, dict[str, Any]]
+    template_paths: dict[str, Path]
+    validation_report: dict[str, Any]
+    error: str | None
+    warnings: dict[str, list[str]]
+
+    def violations(self) -> list[dict[str, Any]]:
+        if self.validation_report.get("title") != "Validation Report":
+            raise ValueError("no policy validation report was written")
+        return [v for report in self.validation_report["pluginReports"] for v in report["violations"]]
+
+    def resources(self, stack: str, resource_type: str) -> dict[str, dict[str, Any]]:
+        return {k: v for k, v in self.templates[stack]["Resources"].items() if v["Type"] == resource_type}
+
+
+def synthesize_app(app: Any, outdir: Path) -> AppSynthesis:
+    """Synthesize ``app`` (built with ``outdir``); record a failed validation instead of raising it."""
+    error = None
+    try:
+        assembly = app.synth()
+    except RuntimeError as err:  # ValidationFailed: the report file says why
+        error = str(err)
+        assembly = None
+    templates, paths, warnings = {}, {}, {}
+    stacks = assembly.stacks_recursively if assembly is not None else []
+    for stack in stacks:
+        templates[stack.hierarchical_id] = stack.template
+        paths[stack.hierarchical_id] = Path(stack.template_full_path)
+        warnings[stack.hierarchical_id] = [
+            str(m.entry.data) for m in stack.messages if m.entry.type == "aws:cdk:warning"
+        ]
+    report_path = outdir / "policy-validation-report.json"
+    return AppSynthesis(
+        outdir=outdir,
+        templates=templates,
+        template_paths=paths,
+        validation_report=json.loads(report_path.read_text()) if report_path.exists() else {},
+        error=error,
+        warnings=warnings,
+    )

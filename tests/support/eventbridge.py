@@ -76,3 +76,28 @@ def pipeline_execution_status_change(
             "pipelineExecutionArn": execution_arn,
         },
     }
+
+
+def sqs_event(messages: list[dict[str, Any]], queue_arn: str) -> dict[str, Any]:
+    """What Lambda's SQS event source delivers for messages received from a queue (ReceiveMessage output)."""
+    return {
+        "Records": [
+            {
+                "messageId": m["MessageId"],
+                "receiptHandle": m["ReceiptHandle"],
+                "body": m["Body"],
+                "attributes": {
+                    "ApproximateReceiveCount": "1",
+                    "SentTimestamp": "1795867200000",
+                    "SenderId": "AROAEXAMPLE:evalstack-trigger",
+                    "ApproximateFirstReceiveTimestamp": "1795867200001",
+                },
+                "messageAttributes": {},
+                "md5OfBody": m["MD5OfBody"],
+                "eventSource": "aws:sqs",
+                "eventSourceARN": queue_arn,
+                "awsRegion": REGION,
+            }
+            for m in messages
+        ]
+    }

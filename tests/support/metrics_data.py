@@ -4,13 +4,14 @@ from __future__ import annotations
 
 import csv
 import json
-import os
 from pathlib import Path
+
+from tests.conftest import BENCHMARK_DATA
 
 
 def benchmark_root() -> Path:
-    default = Path(__file__).resolve().parents[2].parent / "shared" / "benchmarks"
-    return Path(os.environ.get("EVALSTACK_BENCHMARK_DATA") or default)
+    """The tests' benchmark data root: the full data when EVALSTACK_BENCHMARK_DATA is set, else the fixtures."""
+    return BENCHMARK_DATA
 
 
 def truthfulqa_rows(n: int) -> list[dict[str, str]]:
@@ -28,7 +29,10 @@ def truthfulqa_rows(n: int) -> list[dict[str, str]]:
 
 def boolq_labels(n: int) -> list[str]:
     with (benchmark_root() / "boolq" / "val.jsonl").open(encoding="utf-8") as f:
-        return [str(json.loads(line)["label"]) for _, line in zip(range(n), f, strict=False)]
+        labels = [str(json.loads(line)["label"]) for _, line in zip(range(n), f, strict=False)]
+    if len(labels) < n:
+        raise AssertionError(f"BoolQ has fewer than {n} rows under {benchmark_root()}")
+    return labels
 
 
 def mmlu_answers(subject: str = "high_school_biology") -> list[str]:

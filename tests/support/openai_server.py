@@ -1,7 +1,10 @@
 """A real HTTP server on 127.0.0.1 that speaks the OpenAI chat/completions wire format.
 
 Answers come from a script so every expected score is known exactly. The server records each
-request body so tests can count what reached it.
+request body so tests can count what reached it. Any JSON-over-POST protocol can be scripted the
+same way (the SageMaker runtime's InvokeEndpoint and Bedrock's Converse are JSON over REST), and a
+reply can misbehave on the wire: a raw (non-JSON) body, a body cut short of its Content-Length, or
+a whole answer trickled one byte at a time.
 """
 
 from __future__ import annotations
@@ -26,6 +29,10 @@ class Reply:
     headers: dict[str, str] = field(default_factory=dict)
     delay: float = 0.0  # seconds to sleep before answering (stalls, latency)
     reset: bool = False  # close the connection without answering
+    raw: bytes | None = None  # the body as is, instead of ``body`` as JSON
+    truncate_at: int | None = None  # send only this many body bytes (Content-Length says all), then close
+    trickle: float = 0.0  # seconds between single bytes of the whole answer, status line included
+    trickle_body_only: bool = False  # send the status line and headers at once, trickle only the body
 
 
 Script = Callable[[str, dict[str, Any]], "Reply | str"]
@@ -81,6 +88,8 @@ class ScriptedOpenAIServer:
         self.script = script
         self.requests: list[tuple[str, dict[str, Any]]] = []
         self.request_headers: list[dict[str, str]] = []  # same order as requests
+        self.stopping = threading.Event()  # ends trickled answers when the server stops
+        self.hangups = 0  # trickled answers the client cut off by closing its connection
         self._lock = threading.Lock()
         server = self
 
@@ -109,14 +118,33 @@ class ScriptedOpenAIServer:
                     self.close_connection = True
                     self.connection.shutdown(2)
                     return
-                data = json.dumps(reply.body if reply.body is not None else {"error": {"message": "scripted"}}).encode()
-                self.send_response(reply.status)
-                self.send_header("Content-Type", "application/json")
-                self.send_header("Content-Length", str(len(data)))
-                for key, value in reply.headers.items():
-                    self.send_header(key, value)
-                self.end_headers()
-                self.wfile.write(data)
+                data = reply.raw
+                if data is None:
+                    data = json.dumps(
+                        reply.body if reply.body is not None else {"error": {"message": "scripted"}}
+                    ).encode()
+                head = [f"HTTP/1.1 {reply.status} Scripted", "Content-Type: application/json"]
+                head += [f"Content-Length: {len(data)}", *(f"{k}: {v}" for k, v in reply.headers.items())]
+                wire = ("\r\n".join(head) + "\r\n\r\n").encode() + data
+                if reply.truncate_at is not None:
+                    self.wfile.write(wire[: len(wire) - len(data) + reply.truncate_at])
+                    self.close_connection = True
+                    self.connection.shutdown(2)
+                    return
+                if reply.trickle:
+                    start = len(wire) - len(data) if reply.trickle_body_only else 0
+                    try:
+                        self.wfile.write(wire[:start])
+                        for i in range(start, len(wire)):
+                            if server.stopping.wait(reply.trickle):
+                                break
+                            self.wfile.write(wire[i : i + 1])
+                    except (BrokenPipeError, ConnectionResetError):
+                        with server._lock:
+                            server.hangups += 1  # the client gave up and closed the connection
+                    self.close_connection = True
+                    return
+                self.wfile.write(wire)
 
             def do_GET(self) -> None:
                 data = json.dumps({"object": "list", "data": [{"id": "scripted", "object": "model"}]}).encode()
@@ -140,6 +168,7 @@ class ScriptedOpenAIServer:
         return self
 
     def stop(self) -> None:
+        self.stopping.set()
         self.httpd.shutdown()
         self.httpd.server_close()
 

@@ -12,7 +12,9 @@ validated against botocore's own SageMaker service model), so the runtime has on
 
 Executions run in a detached runner process (:mod:`evalstack.pipeline.local.runner`); their state
 lives in SQLite and survives client restarts. A runner that died (kill -9, crash) is noticed by
-its pid and heartbeat: the execution reads Failed, and ``retry_pipeline_execution`` resumes it.
+its pid and heartbeat file: the execution reads Failed, and ``retry_pipeline_execution`` resumes it,
+unless the files the runner left (its outcome, the steps' completion records) show it had finished:
+then the execution reads as it ended.
 """
 
 from __future__ import annotations
@@ -41,11 +43,14 @@ from botocore.validate import ParamValidator
 
 from evalstack import storage
 from evalstack.pipeline.definition import iter_steps
-from evalstack.pipeline.local.runner import kill_process_groups
+from evalstack.pipeline.local.runner import Runner, kill_process_groups
 from evalstack.pipeline.local.store import ACTIVE_STATUSES, Store
 
 MAX_CONCURRENT_EXECUTIONS = 10  # SageMaker's per-account default, applied per EVALSTACK_HOME
+HEARTBEAT_TIMEOUT_ENV = "EVALSTACK_HEARTBEAT_TIMEOUT"
 HEARTBEAT_TIMEOUT_SECONDS = 30.0
+# Paths handed to the runner, which starts step processes in scratch folders: relative ones would move.
+PATH_ENV_VARS = ("EVALSTACK_HOME", "EVALSTACK_CACHE")
 STARTUP_GRACE_SECONDS = 60.0
 DEFAULT_PAGE_SIZE = 50
 
@@ -124,7 +129,7 @@ class LocalSageMakerClient:
     def __init__(
         self, home: str | Path | None = None, *, region_name: str = "us-east-1", account_id: str = "000000000000"
     ):
-        self._home_path = Path(home) if home is not None else storage.evalstack_home()
+        self._home_path = storage.absolute_path(str(home)) if home is not None else storage.evalstack_home()
         self.store = Store(self._home_path / "pipelines.sqlite")
         self.region_name = region_name
         self.account_id = account_id
@@ -162,8 +167,9 @@ class LocalSageMakerClient:
         return f"arn:aws:sagemaker:{self.region_name}:{self.account_id}:pipeline/{name.lower()}"
 
     def _pipeline(self, name: str, operation: str) -> Any:
-        with self.store.connect() as db:
-            row = db.execute("SELECT * FROM pipelines WHERE name = ?", (name,)).fetchone()
+        row = self.store.transaction(
+            lambda db: db.execute("SELECT * FROM pipelines WHERE name = ?", (name,)).fetchone()
+        )
         if row is None:
             raise self._error("ResourceNotFound", f"Pipeline '{name}' does not exist.", operation)
         return row
@@ -197,7 +203,8 @@ class LocalSageMakerClient:
         name = params["PipelineName"]
         definition = self._definition(params, "CreatePipeline")
         now = time.time()
-        with self.store.connect(immediate=True) as db:
+
+        def create(db: Any) -> None:
             if db.execute("SELECT 1 FROM pipelines WHERE name = ?", (name,)).fetchone():
                 raise self._error(
                     "ValidationException", f"Pipeline names must be unique: '{name}' already exists", "CreatePipeline"
@@ -217,6 +224,8 @@ class LocalSageMakerClient:
                     now,
                 ),
             )
+
+        self.store.transaction(create, write=True)
         return self._ok({"PipelineArn": self._pipeline_arn(name)})
 
     def update_pipeline(self, **kwargs: Any) -> dict[str, Any]:
@@ -236,8 +245,9 @@ class LocalSageMakerClient:
         if "ParallelismConfiguration" in params:
             fields["parallelism"] = params["ParallelismConfiguration"]["MaxParallelExecutionSteps"]
         cols = ", ".join(f"{k} = ?" for k in fields)
-        with self.store.connect() as db:
-            db.execute(f"UPDATE pipelines SET {cols} WHERE name = ?", (*fields.values(), name))
+        self.store.transaction(
+            lambda db: db.execute(f"UPDATE pipelines SET {cols} WHERE name = ?", (*fields.values(), name)), write=True
+        )
         return self._ok({"PipelineArn": self._pipeline_arn(name)})
 
     def describe_pipeline(self, **kwargs: Any) -> dict[str, Any]:
@@ -300,8 +310,11 @@ class LocalSageMakerClient:
 
     def _launch_runner(self, arn: str) -> None:
         env = dict(os.environ)
+        for name in PATH_ENV_VARS:
+            if env.get(name):
+                env[name] = str(storage.absolute_path(env[name]))
         env["EVALSTACK_HOME"] = str(self._home_path)
-        log_dir = self._home_path / "executions" / arn.rsplit("/", 1)[-1]
+        log_dir = self.store.execution_dir(arn)
         log_dir.mkdir(parents=True, exist_ok=True)
         with open(log_dir / "runner.log", "ab") as log:
             subprocess.run(
@@ -344,12 +357,13 @@ class LocalSageMakerClient:
         parallelism = params.get("ParallelismConfiguration", {}).get(
             "MaxParallelExecutionSteps", pipeline["parallelism"]
         )
-        with self.store.connect(immediate=True) as db:
+
+        def insert(db: Any) -> str | None:
             existing = db.execute(
                 "SELECT arn FROM executions WHERE pipeline_name = ? AND client_token = ?", (name, token)
             ).fetchone()
             if existing is not None:
-                return self._ok({"PipelineExecutionArn": existing["arn"]})
+                return str(existing["arn"])
             self._check_capacity(db, operation)
             db.execute(
                 "INSERT INTO executions (arn, pipeline_name, display_name, description, status, parameters,"
@@ -370,6 +384,11 @@ class LocalSageMakerClient:
                 ),
             )
             db.execute("UPDATE pipelines SET last_run = ? WHERE name = ?", (now, name))
+            return None
+
+        existing = self.store.transaction(insert, write=True)
+        if existing is not None:
+            return self._ok({"PipelineExecutionArn": existing})
         self._spawn_runner(arn)
         return self._ok({"PipelineExecutionArn": arn})
 
@@ -403,8 +422,11 @@ class LocalSageMakerClient:
         params = self._request(operation, kwargs)
         self._pipeline(params["PipelineName"], operation)
         self.reap_dead_runners()
-        with self.store.connect() as db:
-            rows = db.execute("SELECT * FROM executions WHERE pipeline_name = ?", (params["PipelineName"],)).fetchall()
+        rows = self.store.transaction(
+            lambda db: db.execute(
+                "SELECT * FROM executions WHERE pipeline_name = ?", (params["PipelineName"],)
+            ).fetchall()
+        )
         # botocore accepts datetimes (naive = UTC), ISO strings and epoch numbers; compare them as it sends them.
         after, before = (_utc(params.get(k)) for k in ("CreatedAfter", "CreatedBefore"))
         if after is not None:
@@ -504,7 +526,8 @@ class LocalSageMakerClient:
             fields["parallelism"] = params["ParallelismConfiguration"]["MaxParallelExecutionSteps"]
         self.reap_dead_runners()
         cols = ", ".join(f"{k} = ?" for k in fields)
-        with self.store.connect(immediate=True) as db:
+
+        def reset(db: Any) -> None:
             # Checked again inside the write transaction: two retries at once start one runner.
             (status,) = db.execute("SELECT status FROM executions WHERE arn = ?", (arn,)).fetchone()
             if status not in ("Failed", "Stopped"):
@@ -517,16 +540,22 @@ class LocalSageMakerClient:
             # Succeeded steps keep their properties and are not run again.
             db.execute("DELETE FROM steps WHERE execution_arn = ? AND status != 'Succeeded'", (arn,))
             db.execute(f"UPDATE executions SET {cols} WHERE arn = ?", (*fields.values(), arn))
+
+        self.store.transaction(reset, write=True)
+        self.store.clear_outcome(arn)  # the last run's verdict; this run writes its own
         self._spawn_runner(arn)
         return self._ok({"PipelineExecutionArn": arn})
 
     # Dead runners -------------------------------------------------------------------------------
 
     def _runner_dead(self, row: Any) -> bool:
-        age = time.time() - (row["heartbeat"] or row["created"])
+        # The heartbeat file is what a live runner keeps fresh; the database stamp covers the start.
+        last = max(row["heartbeat"] or row["created"], self.store.last_beat(row["arn"]) or 0.0)
+        age = time.time() - last
         if row["runner_pid"] is None:
             return age > STARTUP_GRACE_SECONDS
-        return not _pid_alive(row["runner_pid"]) or age > HEARTBEAT_TIMEOUT_SECONDS
+        timeout = storage.env_number(HEARTBEAT_TIMEOUT_ENV, HEARTBEAT_TIMEOUT_SECONDS)
+        return not _pid_alive(row["runner_pid"]) or age > timeout
 
     def _reap_if_dead(self, arn: str) -> None:
         row = self.store.execution(arn)
@@ -540,9 +569,11 @@ class LocalSageMakerClient:
             self.store.end_running_steps(arn, "Stopped", "The execution was stopped")
             self.store.finish_execution(arn, "Stopped", None)
             return
+        if Runner(self.store, arn).reconcile():
+            return  # it had finished: its outcome or its steps' completion records say how
         reason = (
             f"The local pipeline runner (pid {row['runner_pid']}) stopped without finishing the execution; "
-            f"see {self._home_path / 'executions' / arn.rsplit('/', 1)[-1] / 'runner.log'}. "
+            f"see {self.store.execution_dir(arn) / 'runner.log'}. "
             "Retry the execution to resume it."
         )
         self.store.end_running_steps(arn, "Failed", "The local pipeline runner died")
@@ -551,11 +582,12 @@ class LocalSageMakerClient:
     def reap_dead_runners(self) -> None:
         """Mark executions whose runner died as Failed (called before listing and counting)."""
         placeholders = ", ".join("?" for _ in ACTIVE_STATUSES)
-        with self.store.connect() as db:
-            arns = [
-                r["arn"]
-                for r in db.execute(f"SELECT arn FROM executions WHERE status IN ({placeholders})", ACTIVE_STATUSES)
-            ]
+        rows = self.store.transaction(
+            lambda db: db.execute(
+                f"SELECT arn FROM executions WHERE status IN ({placeholders})", ACTIVE_STATUSES
+            ).fetchall()
+        )
+        arns = [r["arn"] for r in rows]
         for arn in arns:
             self._reap_if_dead(arn)
 

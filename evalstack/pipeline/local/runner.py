@@ -10,9 +10,14 @@ can exit), records its pid and a heartbeat in SQLite, then walks the step graph:
 - Processing steps run their container command as real subprocesses, one per instance, each with
   its own ``/opt/ml`` folder and ``resourceconfig.json``; outputs are then uploaded to their S3Uri
   (``s3://`` maps to the local object folder through :mod:`evalstack.storage`);
-- at most ``ParallelismConfiguration.MaxParallelExecutionSteps`` steps run at once.
+- at most ``ParallelismConfiguration.MaxParallelExecutionSteps`` steps run at once, and at most
+  ``EVALSTACK_LOCAL_MAX_PROCESSES`` (default: the number of CPUs) instance processes: the other
+  instances of a big step wait for a free slot, so InstanceCount=100 queues rather than floods.
 
 Steps that already succeeded (a retried execution) are kept with their properties, not redone.
+Success is written first to the step's own completion record and the run's outcome file, then to
+SQLite (see :mod:`evalstack.pipeline.local.store`): a database that stays locked, or a runner that
+dies between the two, never turns a completed execution into a failed one.
 """
 
 from __future__ import annotations
@@ -32,10 +37,14 @@ from pathlib import Path
 from typing import Any
 
 from evalstack import storage
+from evalstack.catalog.limits import MAX_INSTANCE_COUNT
+from evalstack.masking import mask
 from evalstack.pipeline.definition import iter_steps
 from evalstack.pipeline.local.expressions import Context, ExpressionError, step_references
-from evalstack.pipeline.local.store import Store, execution_dir
+from evalstack.pipeline.local.store import StateLockedError, Store, execution_id
 
+HEARTBEAT_ENV = "EVALSTACK_HEARTBEAT_SECONDS"
+MAX_PROCESSES_ENV = "EVALSTACK_LOCAL_MAX_PROCESSES"
 HEARTBEAT_SECONDS = 1.0
 POLL_SECONDS = 0.2
 STOP_GRACE_SECONDS = 5.0
@@ -51,8 +60,9 @@ class StepStopped(Exception):
     """The execution was stopped while the step ran."""
 
 
-def execution_id(arn: str) -> str:
-    return arn.rsplit("/", 1)[-1]
+def max_processes() -> int:
+    """How many step instance processes this machine runs at once."""
+    return max(1, int(storage.env_number(MAX_PROCESSES_ENV, float(os.cpu_count() or 1))))
 
 
 def kill_process_groups(pids: list[int], sig: int = signal.SIGTERM) -> None:
@@ -94,6 +104,8 @@ class Runner:
         self.deps = {name: self._dependencies(step) for name, step in self.steps.items()}
         self.outcomes: dict[str, bool] = {}
         self.stopping = threading.Event()
+        self.finished = threading.Event()
+        self.slots = threading.BoundedSemaphore(max_processes())
 
     def _dependencies(self, step: dict[str, Any]) -> set[str]:
         own = step["Arguments"] if step["Type"] != "Condition" else step["Arguments"].get("Conditions", [])
@@ -108,26 +120,24 @@ class Runner:
     # Graph walk ---------------------------------------------------------------------------------
 
     def run(self) -> None:
-        self.store.update_execution(self.arn, runner_pid=os.getpid(), heartbeat=time.time())
+        self.store.beat(self.arn)  # alive before the first database write, which a lock may delay
         beat = threading.Thread(target=self._heartbeat, daemon=True)
         beat.start()
-        done: set[str] = set()
-        for row in self.store.steps(self.arn):
-            if row["status"] == "Succeeded":
-                done.add(row["name"])
-                props = json.loads(row["properties"])
-                self.context.steps[row["name"]] = props
-                if "Outcome" in props:
-                    self.outcomes[row["name"]] = props["Outcome"]
+        try:
+            self.store.update_execution(self.arn, runner_pid=os.getpid(), heartbeat=time.time())
+            self._walk()
+        finally:
+            self.finished.set()
+
+    def _walk(self) -> None:
+        done = self._completed()
         skipped: set[str] = set()
         failures: list[str] = []
         running: dict[Future[None], str] = {}
         with ThreadPoolExecutor(max_workers=self.parallelism, thread_name_prefix="step") as pool:
             while True:
                 self._check_stop()
-                for name in self.steps:
-                    if name not in done and name not in skipped and self._not_executed(name, skipped):
-                        skipped.add(name)
+                skipped = self._skipped(done)
                 started = set(running.values())
                 ready = [
                     name
@@ -150,11 +160,60 @@ class Runner:
                     elif not isinstance(error, StepStopped):
                         failures.append(self._failure_text(name, error))
         if self.stopping.is_set():
-            self._finish_stopped()
+            self._finish("Stopped", None)
         elif failures:
-            self.store.finish_execution(self.arn, "Failed", failures[0])
+            self._finish("Failed", failures[0])
         else:
-            self.store.finish_execution(self.arn, "Succeeded", None)
+            self._finish("Succeeded", None)
+
+    def _finish(self, status: str, failure_reason: str | None) -> None:
+        """The outcome file first (a lock cannot hold it up), then the database."""
+        self.store.write_outcome(self.arn, status, failure_reason)
+        settle(self.store, self.arn, status, failure_reason)
+
+    def _completed(self) -> set[str]:
+        """Steps that succeeded: as the database says, or as their own completion records say
+        when the database missed it (their properties are restored, the database is corrected)."""
+        done: set[str] = set()
+        for row in self.store.steps(self.arn):
+            if row["status"] == "Succeeded":
+                done.add(row["name"])
+                self._restore(row["name"], json.loads(row["properties"]))
+        for name, record in self.store.step_records(self.arn).items():
+            if name in self.steps and name not in done:
+                self.store.record_step(self.arn, record)
+                done.add(name)
+                self._restore(name, record["properties"])
+        return done
+
+    def _restore(self, name: str, properties: dict[str, Any]) -> None:
+        self.context.steps[name] = properties
+        if "Outcome" in properties:
+            self.outcomes[name] = properties["Outcome"]
+
+    def _skipped(self, done: set[str]) -> set[str]:
+        """Steps that will never run (an untaken branch, or after a step that did not run)."""
+        skipped: set[str] = set()
+        grew = True
+        while grew:
+            grew = False
+            for name in self.steps:
+                if name not in done | skipped and self._not_executed(name, skipped):
+                    skipped.add(name)
+                    grew = True
+        return skipped
+
+    def reconcile(self) -> bool:
+        """Settle an execution whose runner is gone from the files it left: its outcome file, or
+        completion records covering every step that would run. False when work is left."""
+        done = self._completed()  # first: steps the database missed read as they ended, whatever the outcome
+        outcome = self.store.outcome(self.arn)
+        if outcome is None:
+            if not set(self.steps) <= done | self._skipped(done):
+                return False
+            outcome = {"status": "Succeeded", "failure_reason": None}
+        settle(self.store, self.arn, outcome["status"], outcome["failure_reason"])
+        return True
 
     def _not_executed(self, name: str, skipped: set[str]) -> bool:
         if name in self.branch_of:
@@ -165,6 +224,7 @@ class Runner:
 
     def _failure_text(self, name: str, error: BaseException) -> str:
         text = str(error) if isinstance(error, StepFailed | ExpressionError) else f"{type(error).__name__}: {error}"
+        text = mask(text)  # failure reasons are stored and shown: never with a secret in them
         return text if self.steps[name]["Type"] == "Fail" else f"Step failure: {name}: {text}"
 
     def _check_stop(self) -> None:
@@ -172,20 +232,21 @@ class Runner:
         if row is not None and row["stop_requested"] and not self.stopping.is_set():
             self.stopping.set()
 
-    def _finish_stopped(self) -> None:
-        self.store.end_running_steps(self.arn, "Stopped", "The execution was stopped")
-        self.store.finish_execution(self.arn, "Stopped", None)
-
     def _heartbeat(self) -> None:
-        while True:
-            time.sleep(HEARTBEAT_SECONDS)
-            self.store.update_execution(self.arn, heartbeat=time.time())
+        # A file, not the database: a process holding the database lock cannot stop the beat, and
+        # nothing here may end the thread while the runner works.
+        interval = storage.env_number(HEARTBEAT_ENV, HEARTBEAT_SECONDS)
+        while not self.finished.wait(interval):
+            try:
+                self.store.beat(self.arn)
+            except OSError as err:
+                print(f"heartbeat: could not touch the heartbeat file: {err}", file=sys.stderr, flush=True)
 
     # Steps --------------------------------------------------------------------------------------
 
     def _run_step(self, name: str) -> None:
         step = self.steps[name]
-        self.store.start_step(self.arn, name, step["Type"])
+        start = self.store.start_step(self.arn, name, step["Type"])
         try:
             metadata, properties = getattr(self, f"_run_{step['Type'].lower()}")(step)
         except StepStopped:
@@ -193,12 +254,20 @@ class Runner:
             raise
         except Exception as err:
             # Whatever broke, the step must not read Executing forever; the graph walk reports it.
-            reason = str(err) if isinstance(err, StepFailed | ExpressionError) else f"{type(err).__name__}: {err}"
+            reason = mask(str(err) if isinstance(err, StepFailed | ExpressionError) else f"{type(err).__name__}: {err}")
             metadata = {"Fail": {"ErrorMessage": reason}} if step["Type"] == "Fail" else {}
             self.store.end_step(self.arn, name, "Failed", reason, metadata=metadata)
             raise
         self.context.steps[name] = properties
-        self.store.end_step(self.arn, name, "Succeeded", metadata=metadata, properties=properties)
+        record = {"name": name, "type": step["Type"], "start": start, "end": time.time()}
+        self.store.write_step_record(self.arn, {**record, "metadata": metadata, "properties": properties})
+        try:
+            self.store.end_step(
+                self.arn, name, "Succeeded", metadata=metadata, properties=properties, end=record["end"]
+            )
+        except StateLockedError as err:
+            # The completion record holds the success; the next reconciliation writes it to the database.
+            print(f"step {name}: succeeded, recorded in its completion record only: {err}", file=sys.stderr)
 
     def _run_condition(self, step: dict[str, Any]) -> tuple[dict[str, Any], dict[str, Any]]:
         outcome = all(self.context.condition(c) for c in step["Arguments"].get("Conditions", []))
@@ -214,10 +283,12 @@ class Runner:
         job_name = f"pipelines-{self.exec_id}-{name}"[:63]
         job_arn = self.arn.split(":pipeline/")[0] + f":processing-job/{job_name.lower()}"
         count = int(args["ProcessingResources"]["ClusterConfig"]["InstanceCount"])
-        if count < 1:
-            raise StepFailed(f"InstanceCount must be at least 1, got {count}")
+        if not 1 <= count <= MAX_INSTANCE_COUNT:
+            raise StepFailed(
+                f"InstanceCount must be between 1 and {MAX_INSTANCE_COUNT} (SageMaker's limit), got {count}"
+            )
         hosts = [f"algo-{i + 1}" for i in range(count)]
-        step_dir = execution_dir(self.exec_id) / name
+        step_dir = self.store.execution_dir(self.arn) / name
         shutil.rmtree(step_dir, ignore_errors=True)  # a retried step starts clean
         roots = [step_dir / host for host in hosts]
         for host, root in zip(hosts, roots, strict=True):
@@ -259,32 +330,41 @@ class Runner:
                 dest.write_bytes(storage.read_bytes(uri))
 
     def _run_instances(self, name: str, args: dict[str, Any], roots: list[Path]) -> None:
+        """Run one process per instance, at most ``max_processes()`` at once across this runner's steps."""
         app = args["AppSpecification"]
         command = [str(c) for c in app.get("ContainerEntrypoint", [])] + [
             str(c) for c in app.get("ContainerArguments", [])
         ]
         if command and command[0] in ("python", "python3"):
             command[0] = sys.executable  # the local "image" is this interpreter
+        environment = {**os.environ, **{k: str(v) for k, v in args.get("Environment", {}).items()}}
+        waiting = list(roots)
         procs: list[tuple[Path, subprocess.Popen[bytes]]] = []
-        for root in roots:
-            env = {**os.environ, **{k: str(v) for k, v in args.get("Environment", {}).items()}}
-            env["EVALSTACK_OPT_ML_ROOT"] = str(root)
-            with open(root / "output.log", "wb") as log:
-                proc = subprocess.Popen(
-                    command, cwd=root, env=env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True
-                )
-            procs.append((root, proc))
-        pids = [p.pid for _, p in procs]
-        self.store.update_step(self.arn, name, pids=pids)
-        while True:
-            # Poll every instance each round: one that failed ends the step at once, whichever it is.
-            codes = [p.poll() for _, p in procs]
-            if None not in codes:
-                break
-            if self.stopping.is_set() or any(code not in (None, 0) for code in codes):
-                self._terminate(procs)
-                break
-            time.sleep(POLL_SECONDS)
+        holding: list[subprocess.Popen[bytes]] = []  # started processes that still hold a slot
+        try:
+            while True:
+                # Poll every instance each round: one that failed ends the step at once, whichever it is.
+                codes = [p.poll() for _, p in procs]
+                for proc in [p for p in holding if p.returncode is not None]:
+                    holding.remove(proc)
+                    self.slots.release()
+                if self.stopping.is_set() or any(code not in (None, 0) for code in codes):
+                    self._terminate(procs)
+                    break
+                if not waiting and None not in codes:
+                    break
+                started = False
+                while waiting and self.slots.acquire(blocking=False):
+                    root = waiting.pop(0)
+                    procs.append((root, self._start_instance(command, environment, root)))
+                    holding.append(procs[-1][1])
+                    started = True
+                if started:
+                    self.store.update_step(self.arn, name, pids=[p.pid for _, p in procs])
+                time.sleep(POLL_SECONDS)
+        finally:
+            for _ in holding:
+                self.slots.release()
         if self.stopping.is_set():
             raise StepStopped()
         # The instance that failed by itself explains the step, not the ones terminated because of it.
@@ -296,6 +376,14 @@ class Runner:
                 else:
                     reason = (root / "output.log").read_text(errors="replace")[-LOG_TAIL_CHARS:].strip()
                 raise StepFailed(f"AlgorithmError: {root.name} exited with code {proc.returncode}: {reason}")
+
+    @staticmethod
+    def _start_instance(command: list[str], environment: dict[str, str], root: Path) -> subprocess.Popen[bytes]:
+        env = {**environment, "EVALSTACK_OPT_ML_ROOT": str(root)}
+        with open(root / "output.log", "wb") as log:
+            return subprocess.Popen(
+                command, cwd=root, env=env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True
+            )
 
     def _terminate(self, procs: list[tuple[Path, subprocess.Popen[bytes]]]) -> None:
         kill_process_groups([p.pid for _, p in procs if p.poll() is None])
@@ -330,6 +418,14 @@ class Runner:
         return files
 
 
+def settle(store: Store, arn: str, status: str, failure_reason: str | None) -> None:
+    """Write a decided outcome to the database: steps still running end with it, then the execution."""
+    if status != "Succeeded":
+        reason = "The execution was stopped" if status == "Stopped" else failure_reason
+        store.end_running_steps(arn, status, reason)
+    store.finish_execution(arn, status, failure_reason)
+
+
 def opt_ml_path(root: Path, container_path: str) -> Path:
     """Where a container path (``/opt/ml/...``) of one instance lives locally."""
     prefix = "/opt/ml/"
@@ -348,12 +444,23 @@ def main(argv: list[str] | None = None) -> int:
             os._exit(0)  # the client reaps this parent; the child is adopted by init
         os.setsid()
     store = Store()
+    arn = args.execution_arn
+    runner: Runner | None = None
     try:
-        Runner(store, args.execution_arn).run()
+        runner = Runner(store, arn)
+        runner.run()
     except Exception as err:
-        # The runner itself broke (bad definition, database error): the execution must not stay Executing.
-        store.end_running_steps(args.execution_arn, "Failed", f"runner error: {err}")
-        store.finish_execution(args.execution_arn, "Failed", f"runner error: {type(err).__name__}: {err}")
+        # The runner itself broke (bad definition, database error): the execution must not stay
+        # Executing, and must not read Failed when its outcome was decided before the break.
+        outcome = store.outcome(arn) or {
+            "status": "Failed",
+            "failure_reason": mask(f"runner error: {type(err).__name__}: {err}"),
+        }
+        store.write_outcome(arn, outcome["status"], outcome["failure_reason"])
+        if runner is not None:
+            runner.reconcile()
+        else:
+            settle(store, arn, outcome["status"], outcome["failure_reason"])
         raise
     return 0
 

@@ -1,0 +1,170 @@
+"""Checks that run before an evaluation starts, so every mistake that needs no model answer fails in
+``evaluate()`` (or the constructor) and nothing is written or requested.
+
+Checked here, in order: the MLflow tracking server ARN's form; an AWS region for every Bedrock or
+SageMaker model; that ``hf:`` model directories exist; the dataset's fields (responses for a label-only
+model, references for metrics that need them, numeric labels where a ``threshold`` binarises them),
+each error naming the file, the line and near-miss field names to map with ``columns=``; and last,
+one short request (5 s) to each HTTP model server, so an unreachable one fails at once instead of after
+minutes of retries.
+"""
+
+from __future__ import annotations
+
+import difflib
+import math
+import os
+import re
+from collections.abc import Iterable, Sequence
+from pathlib import Path
+
+import httpx
+
+from evalstack.catalog.metrics import BuiltInMetric
+from evalstack.engine.tasks import build_task, model_reference
+from evalstack.models.reference import ModelReference, parse_model_reference, require_api_key_env
+from evalstack.spec import EvaluationSpec
+from evalstack.task import Item
+
+PROBE_TIMEOUT_SECONDS = 5.0
+# SageMaker managed MLflow: a tracking server or an MLflow app. The account is not checked for 12
+# digits because the reference's own examples write "123".
+_MLFLOW_ARN = re.compile(
+    r"^arn:aws[a-z-]*:sagemaker:[a-z]{2}(-[a-z]+)+-\d+:\d+:(mlflow-tracking-server|mlflow-app)/[A-Za-z0-9-]+$"
+)
+# Field names datasets commonly use for the model's answer and for the expected one.
+_RESPONSE_NAMES = ("prediction", "predictions", "output", "completion", "generated", "model_output", "answer")
+_REFERENCE_NAMES = ("label", "target", "ground_truth", "expected", "gold", "answer", "references")
+_REGION_VARS = ("AWS_REGION", "AWS_DEFAULT_REGION")
+
+
+def check_mlflow_arn(arn: str | None) -> None:
+    if arn is not None and not _MLFLOW_ARN.match(arn):
+        raise ValueError(
+            f"mlflow_resource_arn: {arn!r} is not a SageMaker MLflow ARN; expected "
+            "arn:aws:sagemaker:<region>:<account>:mlflow-tracking-server/<name> (or mlflow-app/<id>)"
+        )
+
+
+def _references(spec: EvaluationSpec) -> list[tuple[str, ModelReference]]:
+    roles = ["candidate", "base"] if spec.evaluate_base_model and spec.base_model else ["candidate"]
+    found = [(f"{role} model", parse_model_reference(model_reference(spec, role))) for role in roles]
+    if spec.judge is not None:
+        from evalstack.judge.task import judge_reference
+
+        found.append(("judge.evaluator_model", parse_model_reference(judge_reference(spec.judge.evaluator_model))))
+    return found
+
+
+def check_models(spec: EvaluationSpec, region: str | None, session_region: str | None) -> None:
+    """API keys named by api_key_env are set; AWS models need a region; hf: models need their directory."""
+    ambient = region or session_region or next((os.environ[v] for v in _REGION_VARS if os.environ.get(v)), None)
+    for what, ref in _references(spec):
+        require_api_key_env(ref)
+        if ref.kind in ("bedrock", "sagemaker") and not (ref.region or ambient):
+            raise ValueError(
+                f"{what}: {ref.target!r} is a {ref.kind} model and no AWS region is known; pass region=, "
+                f"add ?region=<region> to the reference, or set AWS_REGION"
+            )
+        if ref.kind == "hf" and not Path(ref.target).expanduser().is_dir():
+            raise ValueError(
+                f"{what}: hf:{ref.target} is not a directory; hf: takes a local model directory "
+                "(a hub id is not downloaded: save the model with save_pretrained and give its path)"
+            )
+
+
+def _near(wanted: str, present: Iterable[str], known: Sequence[str]) -> list[str]:
+    names = sorted(set(present))
+    close = difflib.get_close_matches(wanted, names, n=3, cutoff=0.6)
+    return list(dict.fromkeys([*close, *(n for n in names if n.lower() in known)]))
+
+
+def _field_error(spec: EvaluationSpec, item: Item, role: str, why: str, known: Sequence[str]) -> ValueError:
+    assert spec.dataset is not None
+    column = getattr(spec.dataset.columns, role)
+    near = _near(column, item.data["metadata"], known)
+    hint = (
+        f"; the record has {', '.join(repr(n) for n in near)}: map it with columns={{{role!r}: {near[0]!r}}}"
+        if near
+        else f"; map the right field with columns={{{role!r}: '<field>'}}"
+    )
+    return ValueError(f"{spec.dataset.uri}: line {item.data['line']}: field {column!r}: missing; {why}{hint}")
+
+
+def _is_number(text: str) -> bool:
+    try:
+        return math.isfinite(float(text))
+    except ValueError:
+        return False
+
+
+def check_dataset(spec: EvaluationSpec, items: Sequence[Item], model: ModelReference) -> None:
+    """Responses, references and label types the evaluation will need, read from the records."""
+    if spec.dataset is None:
+        return
+    if model.is_label:
+        missing = next((i for i in items if i.data["response"] is None), None)
+        if missing is not None:
+            why = f"model {model.target!r} is a label only (no backend to call), so every record needs its response"
+            raise _field_error(spec, missing, "response", why, _RESPONSE_NAMES)
+    if spec.eval_type != "custom_scorer":
+        return
+    no_reference = next((i for i in items if i.data["reference"] is None), None)
+    if no_reference is not None:
+        needs = ", ".join(spec.metrics) or "the custom scorer"
+        raise _field_error(spec, no_reference, "reference", f"{needs} compares with a reference", _REFERENCE_NAMES)
+    threshold = spec.hyperparameters.get("threshold")
+    classification = {BuiltInMetric.ACCURACY, BuiltInMetric.F1, BuiltInMetric.PRECISION, BuiltInMetric.RECALL}
+    if threshold is None or not classification & set(spec.metrics):
+        return
+    for item in items:
+        for role in ("reference", "response"):
+            value = item.data[role]
+            values = value if isinstance(value, list) else [value]
+            bad = next((v for v in values if v is not None and not _is_number(v)), None)
+            if bad is not None:
+                column = getattr(spec.dataset.columns, role)
+                raise ValueError(
+                    f"{spec.dataset.uri}: line {item.data['line']}: field {column!r}: {bad!r} is not a number, "
+                    f"but hyperparameter threshold={threshold} binarises numeric labels; remove the threshold "
+                    "for text labels (set average and pos_label instead)"
+                )
+
+
+def probe(reference: ModelReference, what: str) -> None:
+    """One GET of an OpenAI-compatible server's /models with a 5 s limit: any HTTP answer, even an
+    error status, shows the server is there; no answer fails now rather than after the retries."""
+    if reference.kind != "openai":
+        return
+    url = f"{reference.target}/models"
+    try:
+        httpx.get(url, timeout=PROBE_TIMEOUT_SECONDS)
+    except httpx.HTTPError as err:
+        raise ValueError(
+            f"{what}: the server at {reference.target} did not answer within {PROBE_TIMEOUT_SECONDS:g} s "
+            f"({type(err).__name__}); start it or fix the URL"
+        ) from err
+
+
+def preflight(
+    spec: EvaluationSpec, *, region: str | None = None, session_region: str | None = None, reach: bool = True
+) -> None:
+    """Every check above, for ``spec``; ValueError on the first failure. ``reach=False`` skips the probe."""
+    check_mlflow_arn(spec.mlflow.resource_arn)
+    check_models(spec, region, session_region)
+    tasks = {"candidate": build_task(spec, "candidate")}
+    if spec.evaluate_base_model and spec.base_model:
+        tasks["base"] = build_task(spec, "base")
+    calls: list[tuple[str, ModelReference]] = []
+    for role, task in tasks.items():
+        items = task.items()
+        reference = parse_model_reference(model_reference(spec, role))
+        if role == "candidate":
+            check_dataset(spec, items, reference)
+        if task.needs_model:
+            calls.append((f"{role} model", reference))
+    if spec.judge is not None:
+        calls.append(next(c for c in _references(spec) if c[0] == "judge.evaluator_model"))
+    if reach:
+        for what, reference in calls:
+            probe(reference, what)
