@@ -107,7 +107,7 @@ def _finish(evaluator: Any, args: argparse.Namespace, **evaluate: Any) -> int:
     print(f"Status:    {execution.status}")
     print(f"Results:   {storage.join(execution.s3_output_path, 'results.json')}")
     print(f"Samples:   {storage.join(execution.s3_output_path, 'samples.jsonl')}")
-    print(f"Report:    {storage.join(execution.s3_output_path, 'report.md')}")
+    print(f"Report:    {storage.join(execution.s3_output_path, 'report.html')} (and report.md)")
     return 0
 
 
