@@ -12,8 +12,7 @@ import pytest
 
 from evalstack.pipeline.local import LocalSageMakerClient
 from evalstack.pipeline.local.expressions import Context, ExpressionError, parse_path, step_references
-
-ROLE_ARN = "arn:aws:iam::000000000000:role/evalstack-local"
+from tests.support.local_steps import ROLE_ARN, python_step
 
 
 def _wait(client: LocalSageMakerClient, arn: str, timeout: float = 120) -> dict:
@@ -73,20 +72,7 @@ def _record_step(name: str, log: Path, depends_on: list[str] | None = None) -> d
         f"import time; f = open({str(log)!r}, 'a'); f.write('{name} start\\n'); f.flush(); "
         f"time.sleep(0.3); f.write('{name} end\\n'); f.close()"
     )
-    step = {
-        "Name": name,
-        "Type": "Processing",
-        "Arguments": {
-            "ProcessingResources": {
-                "ClusterConfig": {"InstanceCount": 1, "InstanceType": "ml.m5.large", "VolumeSizeInGB": 1}
-            },
-            "AppSpecification": {"ImageUri": "local", "ContainerEntrypoint": ["python3", "-c", code]},
-            "RoleArn": ROLE_ARN,
-        },
-    }
-    if depends_on:
-        step["DependsOn"] = depends_on
-    return step
+    return python_step(name, code, depends_on)
 
 
 def test_parallel_bound_and_depends_on(tmp_path: Path) -> None:

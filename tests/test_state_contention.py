@@ -22,9 +22,9 @@ from evalstack.pipeline.local import LocalSageMakerClient
 from evalstack.pipeline.local.client import _pid_alive
 from evalstack.pipeline.local.store import Store
 from tests.conftest import REPO_ROOT, TRUTHFULQA_QUESTIONS, scripted_answers
+from tests.support.local_steps import ROLE_ARN, python_step
 from tests.support.openai_server import serve
 
-ROLE_ARN = "arn:aws:iam::000000000000:role/evalstack-local"
 LOCK_SECONDS = 8.0
 
 # Holds an exclusive write lock on the database given as argv[1]; prints "locked" once it has it and
@@ -112,17 +112,7 @@ def test_a_held_lock_does_not_fail_a_healthy_run(
 def _gate_step(go: Path) -> dict:
     """A Processing step that waits for the file ``go`` to exist, then succeeds."""
     code = f"import os, time\nwhile not os.path.exists({str(go)!r}): time.sleep(0.05)\n"
-    return {
-        "Name": "Work",
-        "Type": "Processing",
-        "Arguments": {
-            "ProcessingResources": {
-                "ClusterConfig": {"InstanceCount": 1, "InstanceType": "ml.m5.large", "VolumeSizeInGB": 1}
-            },
-            "AppSpecification": {"ImageUri": "local", "ContainerEntrypoint": ["python3", "-c", code]},
-            "RoleArn": ROLE_ARN,
-        },
-    }
+    return python_step("Work", code)
 
 
 @pytest.mark.parametrize("outcome_file", [True, False], ids=["outcome-file", "records-only"])
