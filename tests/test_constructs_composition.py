@@ -269,16 +269,23 @@ def test_platform_forwards_the_props_of_its_parts() -> None:
         stack, "Platform", stage="qa", name_prefix="team-evals", eval_types=["benchmark"], use_vpc=False,
         image_uri=IMAGE, removal_policy=RemovalPolicy.DESTROY, volume_size_gb=100, max_runtime_seconds=3600,
         instance_type="ml.g5.xlarge", report_instance_type="ml.t3.medium", existing_role=job_role,
-        create_outputs=False,
+        create_outputs=False, key_pending_window=cdk.Duration.days(7),
         continuous=ContinuousEvaluationSettings(
             model_package_group="g", evaluation={"eval_type": "benchmark", "benchmark": "MMLU"},
             schedule_timezone="Asia/Tokyo", existing_topic=approvals,
             thresholds=ApprovalThresholds(metric="accuracy", min_score=0.5),
         ),
     )  # fmt: skip
+    # A second platform in its own stack: the bucket's dataset prefix reaches the job role's read grant.
+    datasets = cdk.Stack(app, "Datasets")
+    EvaluationPlatform(
+        datasets, "Platform", eval_types=["custom_scorer"], use_vpc=False, image_uri=IMAGE, dataset_prefix="corpora/"
+    )
     template = Template.from_stack(stack).to_json()
     resources = template["Resources"]
     assert "Outputs" not in template
+    (key,) = [r for r in resources.values() if r["Type"] == "AWS::KMS::Key"]
+    assert key["Properties"]["PendingWindowInDays"] == 7
     (pipeline,) = [r for r in resources.values() if r["Type"] == "AWS::SageMaker::Pipeline"]
     assert pipeline["Properties"]["PipelineName"] == "team-evals-benchmark"
     body = json.loads(render(pipeline["Properties"]["PipelineDefinition"]["PipelineDefinitionBody"]))
@@ -312,3 +319,11 @@ def test_platform_forwards_the_props_of_its_parts() -> None:
     assert gate_env["TOPIC_ARN"] == "arn:aws:sns:us-east-1:123456789012:team-approvals"
     names = sorted(r["Properties"]["Name"] for r in resources.values() if r["Type"] == "AWS::SSM::Parameter")
     assert names[0] == "/evalstack/qa/kms-key-arn"
+
+    # The second platform (see above).
+    policies = [
+        json.dumps(r["Properties"]["PolicyDocument"])
+        for r in Template.from_stack(datasets).to_json()["Resources"].values() if r["Type"] == "AWS::IAM::Policy"
+    ]  # fmt: skip
+    assert any("corpora/*" in policy and "s3:GetObject" in policy for policy in policies)
+    assert not any("datasets/*" in policy for policy in policies)

@@ -67,8 +67,10 @@ class EvaluationPlatform(Construct):
       existing_key: bring your own key. Default: the existing bucket's key, else a new EvaluationKey.
         A ``kms.Key`` gets the platform's key policy statements; an imported key a synth-time warning.
       key_alias: alias of a new key. Default none.
-      existing_bucket, existing_logging_bucket, bucket_name, dataset_prefixes, output_prefix, control_prefix,
+      key_pending_window: deletion waiting period of a new key. Default ``defaults.KEY_PENDING_WINDOW``.
+      existing_bucket, existing_logging_bucket, bucket_name, dataset_prefix, output_prefix, control_prefix,
       noncurrent_version_expiration, access_log_expiration: see EvaluationBucket.
+      dataset_prefixes: what the job role may read. Default ``(dataset_prefix,)``.
       removal_policy: key, buckets and log groups. Default ``defaults.REMOVAL_POLICY`` (RETAIN).
       existing_vpc: bring your own VPC. use_vpc: run jobs in a VPC. Default True.
       subnet_selection, vpc_cidr, max_azs, endpoints, skip_endpoints, egress_prefix_lists: see EvaluationNetwork.
@@ -102,9 +104,11 @@ class EvaluationPlatform(Construct):
         eval_types: Sequence[str] = EVAL_TYPES,
         existing_key: kms.IKey | None = None,
         key_alias: str | None = None,
+        key_pending_window: Duration = defaults.KEY_PENDING_WINDOW,
         existing_bucket: s3.IBucket | None = None,
         existing_logging_bucket: s3.IBucket | None = None,
         bucket_name: str | None = None,
+        dataset_prefix: str = defaults.DATASET_PREFIX,
         dataset_prefixes: Sequence[str] | None = None,
         output_prefix: str = defaults.OUTPUT_PREFIX,
         control_prefix: str = defaults.CONTROL_PREFIX,
@@ -149,7 +153,9 @@ class EvaluationPlatform(Construct):
         self.stage = stage
         self.name_prefix = name_prefix or defaults.NAME_PREFIX_TEMPLATE.format(stage=stage)
         key = existing_key or (existing_bucket.encryption_key if existing_bucket is not None else None)
-        self.key: kms.IKey = key or EvaluationKey(self, "Key", alias=key_alias, removal_policy=removal_policy).key
+        self.key: kms.IKey = key or EvaluationKey(
+            self, "Key", alias=key_alias, pending_window=key_pending_window, removal_policy=removal_policy
+        ).key
         prepare_key(self, self.key, self.name_prefix)
         self.bucket = EvaluationBucket(
             self,
@@ -158,6 +164,7 @@ class EvaluationPlatform(Construct):
             existing_bucket=existing_bucket,
             existing_logging_bucket=existing_logging_bucket,
             bucket_name=bucket_name,
+            dataset_prefix=dataset_prefix,
             output_prefix=output_prefix,
             control_prefix=control_prefix,
             noncurrent_version_expiration=noncurrent_version_expiration,
