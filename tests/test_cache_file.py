@@ -10,6 +10,7 @@ from pathlib import Path
 import pytest
 
 from evalstack import storage
+from evalstack.cli.main import EXIT_FAILED
 from evalstack.evaluate import CustomScorerEvaluator
 from evalstack.models.cache import CorruptCacheWarning, ResponseCache, cache_info, clear_cache, default_cache_path
 from tests.conftest import REPO_ROOT, TRUTHFULQA_QUESTIONS
@@ -84,7 +85,7 @@ def test_cli_names_a_corrupt_cache_in_one_line(tmp_path: Path) -> None:
     path = tmp_path / "responses.sqlite"
     path.write_bytes(GARBAGE)
     done = _cli("cache", "info", "--path", str(path))
-    assert done.returncode != 0  # the code itself is the CLI's convention (evalstack.cli.main)
+    assert done.returncode == EXIT_FAILED  # a corrupt file is not a usage error nor a missing execution
     assert done.stderr.startswith(
         f"evalstack: error: response cache {path} is corrupt (file is not a database); run `evalstack cache clear`"
     )

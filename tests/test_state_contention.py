@@ -16,6 +16,7 @@ from pathlib import Path
 import pytest
 
 from evalstack import storage
+from evalstack.cli.main import EXIT_FAILED
 from evalstack.evaluate import CustomScorerEvaluator
 from evalstack.models.cache import cache_info
 from evalstack.pipeline.local import LocalSageMakerClient
@@ -195,7 +196,7 @@ def test_a_corrupt_state_database_is_named_with_the_way_out(isolated_environment
         LocalSageMakerClient()
     assert str(err.value).startswith(expected)
     done = _cli("executions", "list")
-    assert done.returncode != 0  # the code itself is the CLI's convention (evalstack.cli.main)
+    assert done.returncode == EXIT_FAILED  # a corrupt file is not a usage error nor a missing execution
     assert done.stderr.startswith(f"evalstack: error: {expected}")
     assert len(done.stderr.strip().splitlines()) == 1  # one line, no traceback
     assert "Traceback" not in done.stderr
