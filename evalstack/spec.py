@@ -89,6 +89,9 @@ class EvaluationSpec:
     mlflow: MlflowSpec = field(default_factory=MlflowSpec)
     model_package_group: str | None = None
     kms_key_id: str | None = None
+    # role -> how its model argument became the reference called (runtime.model_resolution); results.json
+    # records it under details.model_resolution.
+    model_resolution: dict[str, dict[str, Any]] = field(default_factory=dict)
 
     def validate(self) -> EvaluationSpec:
         """Check every field; raise SpecError naming the first bad one. Returns self."""
@@ -98,6 +101,8 @@ class EvaluationSpec:
             raise SpecError(f"eval_type: must be one of {list(EVAL_TYPES)}, got {self.eval_type!r}")
         if not isinstance(self.model, str) or not self.model.strip():
             raise SpecError("model: a model reference is required")
+        if not isinstance(self.model_resolution, dict) or set(self.model_resolution) - {"candidate", "base"}:
+            raise SpecError("model_resolution: expected an object with 'candidate' and/or 'base' keys")
         if self.evaluate_base_model and not self.base_model and ":model-package/" not in self.model:
             raise SpecError(
                 "base_model: evaluate_base_model=True needs a base model, or a model package ARN as the model "
@@ -159,7 +164,12 @@ class EvaluationSpec:
                 )
 
     def to_dict(self) -> dict[str, Any]:
-        return asdict(self)
+        data = asdict(self)
+        # Written only when a name was looked up, so specs built elsewhere (the Lambda trigger's, which
+        # evaluates package ARNs as given) read and rewrite identically.
+        if not data["model_resolution"]:
+            del data["model_resolution"]
+        return data
 
     def to_json(self) -> str:
         """The spec as written to spec.json: secrets masked (a label may carry a pasted key), NaN refused."""

@@ -10,6 +10,14 @@ local path, plain or ``file://``. Anything else (``http://...``, ``s3:/b``) is a
 accepted forms. The local object folder is confined to its root, checked on the resolved path.
 
 Every write is atomic: readers see the old object or the new one, never a torn file.
+
+S3 writes are write-once by default: they carry ``If-None-Match: *`` (PutObject, and
+CompleteMultipartUpload for large files), so an object, once written, cannot be replaced by
+a later write. The platform's bucket policy requires the header from the job role, so job code
+of one execution cannot change another execution's files. Re-writing identical bytes succeeds
+(an idempotent step retry); other bytes raise :class:`WriteOnceError`. ``replace=True`` opts
+out for the few files that are rewritten by design (progress files). Local files keep the
+atomic replace.
 """
 
 from __future__ import annotations
@@ -23,6 +31,7 @@ import shutil
 import sqlite3
 import tempfile
 import threading
+import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -43,6 +52,10 @@ _pinned_lock = threading.Lock()
 
 class UriError(ValueError):
     """A location that is neither a valid ``s3://bucket/key`` nor a local path."""
+
+
+class WriteOnceError(RuntimeError):
+    """An S3 object that already exists with other bytes: evaluation outputs are write-once."""
 
 
 def absolute_path(raw: str) -> Path:
@@ -305,8 +318,79 @@ def _sse(kms_key_id: str | None) -> dict[str, str]:
     return {"ServerSideEncryption": "aws:kms", "SSEKMSKeyId": kms_key_id} if kms_key_id else {}
 
 
-def write_bytes(uri: str, data: bytes, *, kms_key_id: str | None = None) -> None:
-    """Write atomically: a temp file renamed into place locally, one PutObject on S3."""
+# Files up to this size go in one PutObject; larger ones in parts of MULTIPART_PART_SIZE or more
+# (S3 allows at most 10,000 parts). s3transfer's upload_file cannot send If-None-Match, so the
+# multipart upload is explicit. Module constants, so tests can exercise the multipart path cheaply.
+MULTIPART_THRESHOLD = 64 * 1024 * 1024
+MULTIPART_PART_SIZE = 16 * 1024 * 1024
+_MAX_PARTS = 10_000
+_COMPARE_CHUNK = 1024 * 1024
+# S3 answers 409 ConditionalRequestConflict while a concurrent conditional write of the key is in
+# flight; the request is to be retried, and the retry then succeeds or sees the winner (412).
+_CONFLICT_ATTEMPTS = 3
+
+
+def _write_condition(replace: bool) -> dict[str, str]:
+    return {} if replace else {"IfNoneMatch": "*"}
+
+
+def _write_once(uri: str, attempt: Callable[[], None], same_bytes: Callable[[], bool]) -> None:
+    """Run a conditional S3 write; an existing object is accepted only when it holds the same bytes."""
+    from botocore.exceptions import ClientError
+
+    for tries in range(1, _CONFLICT_ATTEMPTS + 1):
+        try:
+            attempt()
+            return
+        except ClientError as err:
+            code = err.response.get("Error", {}).get("Code", "")
+            if code == "ConditionalRequestConflict" and tries < _CONFLICT_ATTEMPTS:
+                time.sleep(tries)
+                continue
+            if code not in ("PreconditionFailed", "ConditionalRequestConflict"):
+                raise
+            if same_bytes():
+                return  # an earlier attempt of the same step wrote exactly this: a retry
+            raise WriteOnceError(
+                f"{uri}: already exists with other content, written by an earlier attempt or another "
+                "execution; evaluation outputs are write-once, so it was left as it is"
+            ) from err
+
+
+def _same_object(loc: S3Location, size: int, chunks: Callable[[], Iterator[bytes]]) -> bool:
+    """True when the object at ``loc`` holds exactly the bytes ``chunks`` yields (streamed, not loaded)."""
+    client = _s3_client()
+    if int(client.head_object(Bucket=loc.bucket, Key=loc.key)["ContentLength"]) != size:
+        return False
+    body = client.get_object(Bucket=loc.bucket, Key=loc.key)["Body"]
+    try:
+        pending = b""
+        for chunk in chunks():
+            pending += chunk
+            while pending:
+                got = body.read(len(pending))
+                if not got or got != pending[: len(got)]:
+                    return False
+                pending = pending[len(got) :]
+        return body.read(1) == b""
+    finally:
+        body.close()
+
+
+def _file_chunks(path: Path) -> Callable[[], Iterator[bytes]]:
+    def chunks() -> Iterator[bytes]:
+        with open(path, "rb") as handle:
+            while chunk := handle.read(_COMPARE_CHUNK):
+                yield chunk
+
+    return chunks
+
+
+def write_bytes(uri: str, data: bytes, *, kms_key_id: str | None = None, replace: bool = False) -> None:
+    """Write atomically: a temp file renamed into place locally, one PutObject on S3.
+
+    On S3 the write is write-once unless ``replace`` (see the module docstring).
+    """
     if uses_local_files(uri):
 
         def fill(tmp: str) -> None:
@@ -318,23 +402,67 @@ def write_bytes(uri: str, data: bytes, *, kms_key_id: str | None = None) -> None
         _replace_atomically(local_path(uri), fill)
         return
     loc = parse_s3(uri)
-    _s3_client().put_object(Bucket=loc.bucket, Key=loc.key, Body=data, **_sse(kms_key_id))
+
+    def put() -> None:
+        _s3_client().put_object(
+            Bucket=loc.bucket, Key=loc.key, Body=data, **_sse(kms_key_id), **_write_condition(replace)
+        )
+
+    _write_once(uri, put, lambda: _same_object(loc, len(data), lambda: iter((data,))))
 
 
-def write_text(uri: str, text: str, *, kms_key_id: str | None = None) -> None:
-    write_bytes(uri, text.encode("utf-8"), kms_key_id=kms_key_id)
+def write_text(uri: str, text: str, *, kms_key_id: str | None = None, replace: bool = False) -> None:
+    write_bytes(uri, text.encode("utf-8"), kms_key_id=kms_key_id, replace=replace)
 
 
-def upload_file(path: Path, uri: str, *, kms_key_id: str | None = None) -> None:
-    """Copy a finished local file to ``uri`` atomically (used for large outputs written in pieces)."""
+def upload_file(path: Path, uri: str, *, kms_key_id: str | None = None, replace: bool = False) -> None:
+    """Copy a finished local file to ``uri`` atomically (used for large outputs written in pieces).
+
+    On S3 the write is write-once unless ``replace`` (see the module docstring); files larger than
+    ``MULTIPART_THRESHOLD`` go up in parts, read one part at a time.
+    """
     if uses_local_files(uri):
         target = local_path(uri)
         if target.resolve() != path.resolve():
             _replace_atomically(target, lambda tmp: shutil.copyfile(path, tmp))
         return
     loc = parse_s3(uri)
-    extra = {"ExtraArgs": _sse(kms_key_id)} if kms_key_id else {}
-    _s3_client().upload_file(str(path), loc.bucket, loc.key, **extra)
+    length = path.stat().st_size
+
+    def put() -> None:
+        with open(path, "rb") as handle:
+            _s3_client().put_object(
+                Bucket=loc.bucket, Key=loc.key, Body=handle, **_sse(kms_key_id), **_write_condition(replace)
+            )
+
+    attempt = put if length <= MULTIPART_THRESHOLD else lambda: _multipart_upload(path, loc, kms_key_id, replace)
+    _write_once(uri, attempt, lambda: _same_object(loc, length, _file_chunks(path)))
+
+
+def _multipart_upload(path: Path, loc: S3Location, kms_key_id: str | None, replace: bool) -> None:
+    """One multipart upload whose completion carries the write condition; aborted if anything fails."""
+    client = _s3_client()
+    part_size = max(MULTIPART_PART_SIZE, -(-path.stat().st_size // _MAX_PARTS))
+    upload = client.create_multipart_upload(Bucket=loc.bucket, Key=loc.key, **_sse(kms_key_id))["UploadId"]
+    try:
+        parts = []
+        with open(path, "rb") as handle:
+            while chunk := handle.read(part_size):
+                number = len(parts) + 1
+                answer = client.upload_part(
+                    Bucket=loc.bucket, Key=loc.key, UploadId=upload, PartNumber=number, Body=chunk
+                )
+                parts.append({"PartNumber": number, "ETag": answer["ETag"]})
+        client.complete_multipart_upload(
+            Bucket=loc.bucket,
+            Key=loc.key,
+            UploadId=upload,
+            MultipartUpload={"Parts": parts},
+            **_write_condition(replace),
+        )
+    except BaseException:
+        client.abort_multipart_upload(Bucket=loc.bucket, Key=loc.key, UploadId=upload)
+        raise
 
 
 def list_uris(prefix: str) -> list[str]:

@@ -7,9 +7,9 @@ step can merge shards that ran on different instances and get the one-instance a
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
-from typing import Any, Protocol
+from typing import Any, Protocol, runtime_checkable
 
 from evalstack.models.base import ModelBackend
 
@@ -59,3 +59,22 @@ class EvalTask(Protocol):
         ...
 
     def aggregate(self, records: Sequence[dict[str, Any]]) -> Aggregate: ...
+
+
+@runtime_checkable
+class StreamingTask(Protocol):
+    """A task whose items and records stream: memory is set by the chunk size, never by the dataset.
+
+    The engine streams items into ``run`` chunk by chunk, and in the Report step passes the merged
+    records in item order to ``aggregate_stream``, which folds them into online state and hands each
+    record, with its final scores, to ``emit`` (samples.jsonl). Tasks without these methods get
+    ``items()`` and ``aggregate(records)`` with lists.
+    """
+
+    def iter_items(self) -> Iterator[Item]: ...
+
+    def item_count(self) -> int: ...
+
+    def aggregate_stream(
+        self, records: Iterable[dict[str, Any]], emit: Callable[[dict[str, Any]], None], *, count: int | None = None
+    ) -> Aggregate: ...

@@ -8,6 +8,7 @@ app (two stages, cross-stack references, two platforms on one VPC) is tests/test
 
 from __future__ import annotations
 
+import fnmatch
 import json
 import re
 from pathlib import Path
@@ -16,7 +17,10 @@ from typing import Any
 import pytest
 from cfnlint.api import lint
 
+from evalstack.constructs.bucket import REWRITTEN_OUTPUT_KEYS
+from evalstack.engine.run import progress_uri, shard_uri
 from evalstack.lambdas.trigger import SCHEDULER_INPUT
+from evalstack.pipeline.definition import REPORT_STEP, REPORT_WITH_BASE_STEP, definition_json, iter_steps
 from tests.support.cdk import Synthesis, normalized, render, synthesize
 
 EVALUATION = {"eval_type": "benchmark", "benchmark": "MMLU", "subtasks": ["anatomy"], "evaluate_base_model": True}
@@ -31,6 +35,7 @@ DEFAULT_CONTEXT = {
     ],
     "endpointNames": ["candidate-endpoint"],
 }
+MLFLOW_SERVER = "arn:aws:sagemaker:us-east-1:123456789012:mlflow-tracking-server/team"
 EXISTING_VPC_CONTEXT = {
     "stage": "prod",
     "vpc": "existing",
@@ -40,6 +45,9 @@ EXISTING_VPC_CONTEXT = {
     "subnetIds": "subnet-0aaaaaaaaaaaaaaaa,subnet-0bbbbbbbbbbbbbbbb",
     "routeTableIds": "rtb-0aaaaaaaaaaaaaaaa,rtb-0bbbbbbbbbbbbbbbb",
     "imageUri": "123456789012.dkr.ecr.us-east-1.amazonaws.com/evalstack:1.0.0",
+    "mlflowTrackingServerArn": MLFLOW_SERVER,
+    "modelArtifactUris": "s3://team-models/llm/v3/model.tar.gz,s3://team-models/uncompressed/llm-v4/",
+    "jumpstartModels": "meta-textgeneration-llama-3-2-1b",
 }
 # Actions AWS authorizes only with "Resource": "*" (no resource-level permissions).
 UNSCOPABLE_ACTIONS = {
@@ -91,6 +99,7 @@ def _statements(synth: Synthesis) -> list[tuple[str, str, dict[str, Any]]]:
 # CDK's own provider for restrict_default_security_group (a singleton Lambda outside evalstack's code).
 CDK_PROVIDER = "CustomVpcRestrictDefaultSGCustomResourceProvider"
 SSE_KMS_DENIALS = {"DenyUploadsNotSseKms", "DenyUploadsWithAnotherKey"}
+JOB_WRITE_ONCE_DENIALS = {"DenyJobRewritesOfOutputs", "DenyJobDeletesAndVersionChanges"}
 
 
 @pytest.mark.parametrize("pack", ["AwsSolutions", "Serverless", "CloudFormation Validate"])
@@ -151,6 +160,8 @@ def test_denials_are_ssl_only_or_sse_kms_with_the_platform_key(synthesis: Synthe
         if statement.get("Sid") in SSE_KMS_DENIALS:
             assert statement["Action"] == "s3:PutObject", logical_id
             sse_kms.append((statement["Sid"], statement["Condition"]["StringNotEqualsIfExists"]))
+        elif statement.get("Sid") in JOB_WRITE_ONCE_DENIALS:
+            continue  # test_job_outputs_are_write_once_and_never_deleted
         else:
             assert statement["Condition"] == {"Bool": {"aws:SecureTransport": "false"}}, logical_id
     (key_arn,) = [c["s3:x-amz-server-side-encryption-aws-kms-key-id"] for sid, c in sse_kms if "Another" in sid]
@@ -300,11 +311,13 @@ def test_one_pipeline_per_kind_embeds_the_definition(default_stack: Synthesis) -
 
 def test_vpc_endpoints_and_security_groups(synthesis: Synthesis) -> None:
     endpoints = synthesis.resources("AWS::EC2::VPCEndpoint").values()
-    services = sorted(render(e["Properties"]["ServiceName"]).removeprefix("com.amazonaws.TOKEN.") for e in endpoints)
-    assert services == [
+    services = sorted(_service(e) for e in endpoints)
+    # The MLflow endpoint comes only with a tracking server (the existing-VPC stack has one).
+    mlflow = ["experiments"] if synthesis.stack_name != "evalstack-dev" else []
+    assert services == sorted([
         "bedrock-runtime", "ecr.api", "ecr.dkr", "logs", "s3", "sagemaker.api", "sagemaker.runtime", "secretsmanager",
-        "sts",
-    ]  # fmt: skip
+        "sts", *mlflow,
+    ])  # fmt: skip
     cidr = "10.60.0.0/16" if synthesis.stack_name == "evalstack-dev" else "10.20.0.0/16"
     for group in synthesis.resources("AWS::EC2::SecurityGroup").values():
         rules = group["Properties"].get("SecurityGroupIngress", []) + group["Properties"]["SecurityGroupEgress"]
@@ -315,13 +328,68 @@ def test_vpc_endpoints_and_security_groups(synthesis: Synthesis) -> None:
             assert (rule["FromPort"], rule["ToPort"], rule["IpProtocol"], rule["CidrIp"]) == (443, 443, "tcp", cidr)
     for endpoint in synthesis.resources("AWS::EC2::VPCEndpoint").values():
         statements = {s["Sid"]: s for s in endpoint["Properties"]["PolicyDocument"]["Statement"]}
-        service = render(endpoint["Properties"]["ServiceName"]).removeprefix("com.amazonaws.TOKEN.")
-        assert sorted(statements) == (["EcrImageLayers", "OnlyThisAccount"] if service == "s3" else ["OnlyThisAccount"])
+        service = _service(endpoint)
+        s3_sids = ["EcrImageLayers", "OnlyThisAccount", *(["ModelArtifacts"] if mlflow else [])]
+        assert sorted(statements) == (sorted(s3_sids) if service == "s3" else ["OnlyThisAccount"])
         for statement in statements.values():
             assert statement["Principal"] == {"AWS": "*"}
             assert statement["Condition"]["StringEquals"]["aws:PrincipalAccount"] == {"Ref": "AWS::AccountId"}
         same_account = "aws:ResourceAccount" in statements["OnlyThisAccount"]["Condition"]["StringEquals"]
-        assert same_account == (service in ("s3", "sagemaker.api", "sagemaker.runtime", "logs", "secretsmanager"))
+        assert same_account == (
+            service in ("s3", "sagemaker.api", "sagemaker.runtime", "logs", "secretsmanager")
+        )
+        expected = [MLFLOW_SERVER] if service == "experiments" else ["*"]
+        assert _as_list(statements["OnlyThisAccount"]["Resource"]) == expected
+
+
+def _service(endpoint: dict[str, Any]) -> str:
+    # CDK names SageMaker MLflow's service aws.sagemaker.<region>.experiments, the others com.amazonaws.<region>.*.
+    name = render(endpoint["Properties"]["ServiceName"])
+    return name.removeprefix("com.amazonaws.TOKEN.").removeprefix("aws.sagemaker.TOKEN.")
+
+
+def test_model_artifact_reads_are_exact_and_only_when_configured(
+    default_stack: Synthesis, existing_vpc_stack: Synthesis
+) -> None:
+    optional = {"ReadModelArtifacts", "ListModelArtifactPrefixes", "TrackToMlflowServer", "DecryptModelArtifacts"}
+    assert not optional & set(_role_policy(default_stack))
+    assert not [e for e in default_stack.resources("AWS::EC2::VPCEndpoint").values() if _service(e) == "experiments"]
+    statements = _role_policy(existing_vpc_stack)
+    js = "arn:TOKEN:s3:::jumpstart-cache-prod-TOKEN"
+    gated = "arn:TOKEN:s3:::jumpstart-private-cache-prod-TOKEN"
+    objects = sorted(render(r) for r in _as_list(statements["ReadModelArtifacts"]["Resource"]))
+    assert statements["ReadModelArtifacts"]["Action"] == "s3:GetObject"
+    assert objects == sorted([
+        "arn:TOKEN:s3:::team-models/llm/v3/model.tar.gz", "arn:TOKEN:s3:::team-models/uncompressed/llm-v4/*",
+        f"{js}/models_manifest.json", f"{js}/*meta-textgeneration-llama-3-2-1b*",
+        f"{gated}/*meta-textgeneration-llama-3-2-1b*",
+    ])  # fmt: skip
+    listing = statements["ListModelArtifactPrefixes"]
+    assert listing["Action"] == "s3:ListBucket"
+    assert sorted(render(r) for r in listing["Resource"]) == sorted(["arn:TOKEN:s3:::team-models", js, gated])
+    assert listing["Condition"] == {
+        "StringLike": {"s3:prefix": ["*meta-textgeneration-llama-3-2-1b*", "uncompressed/llm-v4/*"]}
+    }
+    assert statements["TrackToMlflowServer"]["Resource"] == MLFLOW_SERVER
+    # No key given: no kms:Decrypt beyond the platform key's.
+    assert "DecryptModelArtifacts" not in statements
+    # The S3 endpoint lets exactly these through for this account (JumpStart's buckets are AWS-owned).
+    (s3_endpoint,) = [e for e in existing_vpc_stack.resources("AWS::EC2::VPCEndpoint").values() if _service(e) == "s3"]
+    allowed = {s["Sid"]: s for s in s3_endpoint["Properties"]["PolicyDocument"]["Statement"]}["ModelArtifacts"]
+    assert allowed["Action"] == ["s3:GetObject", "s3:ListBucket"]
+    resources = sorted(render(r) for r in allowed["Resource"])
+    assert resources == sorted([*objects, "arn:TOKEN:s3:::team-models", js, gated])
+
+
+def test_jumpstart_bucket_layout_matches_the_model_layer(monkeypatch: pytest.MonkeyPatch) -> None:
+    from evalstack.constructs import defaults
+    from evalstack.models import jumpstart
+
+    monkeypatch.delenv(jumpstart.BUCKET_ENV, raising=False)
+    monkeypatch.delenv(jumpstart.GATED_BUCKET_ENV, raising=False)
+    content, private = (b.format(region="eu-west-1") for b in defaults.JUMPSTART_BUCKETS)
+    assert (content, private) == (jumpstart.content_bucket("eu-west-1"), jumpstart.gated_bucket("eu-west-1"))
+    assert defaults.JUMPSTART_MANIFEST_KEY == jumpstart.MANIFEST_KEY
 
 
 def test_new_vpc_is_isolated_with_flow_logs(default_stack: Synthesis, existing_vpc_stack: Synthesis) -> None:
@@ -488,7 +556,7 @@ def _object_grants(synth: Synthesis, action: str) -> dict[str, list[str]]:
 def test_job_writes_only_outputs_and_only_the_trigger_writes_control(default_stack: Synthesis) -> None:
     writes = _object_grants(default_stack, "s3:PutObject")
     (job,) = [k for k in writes if k.startswith("PlatformRolePolicy")]
-    assert writes[job] == ["evaluations/*"]
+    assert sorted(set(writes[job])) == sorted(["evaluations/*", *(f"evaluations/{k}" for k in REWRITTEN_OUTPUT_KEYS)])
     control_writers = [k for k, keys in writes.items() if any(key.startswith("control/") for key in keys)]
     assert len(control_writers) == 1 and control_writers[0].startswith("PlatformContinuousEvaluationTriggerRole")
     assert writes[control_writers[0]] == ["control/evalstack-dev-benchmark/*"]
@@ -498,7 +566,7 @@ def test_job_writes_only_outputs_and_only_the_trigger_writes_control(default_sta
     assert sorted(reads[gate]) == ["control/evalstack-dev-benchmark/*", "evaluations/evalstack-dev-benchmark/*"]
 
 
-_ACTION = re.compile(r"^(?:[a-z0-9-]+:)?[A-Z][A-Za-z]+$")
+_ACTION = re.compile(r"^(?:[a-z0-9-]+:)?[A-Z][A-Za-z]+\*?$")  # a trailing * in Deny rows
 
 
 def _doc_table(section: str) -> dict[str, set[str]]:
@@ -522,12 +590,94 @@ def _doc_table(section: str) -> dict[str, set[str]]:
 
 @pytest.mark.parametrize(("section", "policy"), [("Job role", "PlatformRolePolicy"),
                                                  ("Pipeline role", "PlatformPipelineRolePolicy")])  # fmt: skip
-def test_deploy_doc_iam_tables_match_the_template(default_stack: Synthesis, section: str, policy: str) -> None:
+def test_deploy_doc_iam_tables_match_the_template(
+    default_stack: Synthesis, existing_vpc_stack: Synthesis, section: str, policy: str
+) -> None:
     documented = _doc_table(section)
+    # The existing-VPC stack synthesizes the optional model-artifact and MLflow rows.
+    optional = {k: v for k, v in _policy(existing_vpc_stack, policy).items() if not k.startswith("#")}
     statements = _policy(default_stack, policy)
     named = {sid: set(_as_list(s["Action"])) for sid, s in statements.items() if not sid.startswith("#")}
     granted = {a for sid, s in statements.items() if sid.startswith("#") for a in _as_list(s["Action"])}
     assert {sid: documented.get(sid) for sid in named} == named
     assert documented["(grant)"] == granted
-    # Rows the default stack does not synthesize are the optional grants (secrets, MLflow).
-    assert set(documented) - set(named) - {"(grant)"} <= {"ReadModelApiKeys", "TrackToMlflowServer"}
+    # Rows the default stack does not synthesize are the optional grants; the other stack shows most of them.
+    extra = set(documented) - set(named) - {"(grant)"}
+    assert {sid: documented[sid] for sid in extra & set(optional)} == {
+        sid: set(_as_list(optional[sid]["Action"])) for sid in extra & set(optional)
+    }
+    assert extra - set(optional) <= {"ReadModelApiKeys", "DecryptModelArtifacts"}
+    assert set(optional) <= set(documented)
+
+
+def _keys(statement: dict[str, Any], field: str = "Resource") -> list[str]:
+    return sorted(render(r).split("/", 1)[1] for r in _as_list(statement[field]))
+
+
+def test_job_outputs_are_write_once_and_never_deleted(default_stack: Synthesis) -> None:
+    statements = _role_policy(default_stack)
+    allowed = {a for s in statements.values() if s["Effect"] == "Allow" for a in _as_list(s["Action"])}
+    assert {a for a in allowed if a.startswith(("s3:Delete", "s3:PutObjectVersion", "s3:PutObjectAcl"))} == set()
+    puts = {
+        sid: (_keys(s), s.get("Condition"))
+        for sid, s in statements.items()
+        if s["Effect"] == "Allow" and "s3:PutObject" in _as_list(s["Action"])
+    }
+    rewritten = sorted(f"evaluations/{k}" for k in REWRITTEN_OUTPUT_KEYS)
+    assert puts == {
+        # PutObject and CompleteMultipartUpload only with If-None-Match: *: an object is never replaced.
+        "CreateOutputsOnce": (["evaluations/*"], {"StringEquals": {"s3:if-none-match": "*"}}),
+        # CreateMultipartUpload and UploadPart take no condition header (they create no object).
+        "UploadOutputParts": (["evaluations/*"], {"Bool": {"s3:ObjectCreationOperation": "false"}}),
+        "RewriteProgressAndReportOutputs": (rewritten, None),
+    }
+    deny = statements["DenyJobDeletesAndVersionChanges"]
+    assert (deny["Effect"], _keys(deny)) == ("Deny", ["*"])
+    assert sorted(deny["Action"]) == ["s3:DeleteObject*", "s3:PutObjectAcl", "s3:PutObjectVersion*"]
+    # The same rules as explicit Denies in the bucket policy, for the job role: they hold whatever
+    # policy is attached to the role later.
+    policies = default_stack.resources("AWS::IAM::Policy")
+    (job_policy,) = [p for k, p in policies.items() if k.startswith("PlatformRolePolicy")]
+    ((role_id,),) = [r.values() for r in job_policy["Properties"]["Roles"]]
+    denials = {
+        s["Sid"]: s
+        for _type, _id, s in _statements(default_stack)
+        if _type == "AWS::S3::BucketPolicy" and s.get("Sid") in JOB_WRITE_ONCE_DENIALS
+    }
+    for statement in denials.values():
+        assert statement["Effect"] == "Deny"
+        assert statement["Principal"] == {"AWS": {"Fn::GetAtt": [role_id, "Arn"]}}
+    rewrites = denials["DenyJobRewritesOfOutputs"]
+    assert (rewrites["Action"], _keys(rewrites, "NotResource")) == ("s3:PutObject", rewritten)
+    # An unconditional PutObject or CompleteMultipartUpload (the object-creating calls).
+    assert rewrites["Condition"] == {
+        "Null": {"s3:if-none-match": "true"},
+        "Bool": {"s3:ObjectCreationOperation": "true"},
+    }
+    bucket_deny = denials["DenyJobDeletesAndVersionChanges"]
+    assert (sorted(bucket_deny["Action"]), _keys(bucket_deny)) == (sorted(deny["Action"]), ["*"])
+
+
+def test_only_rewritten_by_design_outputs_are_exempt_from_write_once() -> None:
+    """The exemptions match the keys the engine and SageMaker rewrite, and none of the files the gate,
+    the report or the merge read."""
+    output = "s3://bucket/evaluations/pipe/token/exec1"
+
+    def exempt(uri: str) -> bool:
+        key = uri.removeprefix("s3://bucket/")
+        return any(fnmatch.fnmatchcase(key, f"evaluations/{pattern}") for pattern in REWRITTEN_OUTPUT_KEYS)
+
+    assert exempt(progress_uri(output, "candidate", 0, 2)) and exempt(progress_uri(output, "base", 1, 2))
+    report_outputs = [
+        output_config["S3Output"]["S3Uri"]["Std:Join"]["Values"][-1]
+        for step in iter_steps(json.loads(definition_json("benchmark"))["Steps"])
+        for output_config in step["Arguments"].get("ProcessingOutputConfig", {}).get("Outputs", [])
+    ]
+    assert sorted(report_outputs) == sorted([REPORT_STEP, REPORT_WITH_BASE_STEP])
+    assert all(exempt(f"{output}/{name}/evaluation.json") for name in report_outputs)
+    written_once = [
+        shard_uri(output, "candidate", 0, 1), f"{output}/results.json", f"{output}/comparison.json",
+        f"{output}/base/results.json", f"{output}/samples.jsonl", f"{output}/report.html", f"{output}/spec.json",
+        f"{output}/timings/candidate-shard-00000-of-00001.json",
+    ]  # fmt: skip
+    assert [uri for uri in written_once if exempt(uri)] == []

@@ -28,6 +28,8 @@ from evalstack.spec import SpecError
 from tests.support.cdk import render
 
 KEY_ARN = "arn:aws:kms:us-east-1:123456789012:key/1234abcd-12ab-34cd-56ef-1234567890ab"
+MODELS_KEY_ARN = "arn:aws:kms:us-east-1:123456789012:key/9999abcd-12ab-34cd-56ef-1234567890ab"
+MLFLOW_SERVER = "arn:aws:sagemaker:us-east-1:123456789012:mlflow-tracking-server/team"
 IMAGE = "123456789012.dkr.ecr.us-east-1.amazonaws.com/evalstack:1.0.0"
 
 
@@ -40,7 +42,11 @@ def byo_template() -> Template:
     bucket = EvaluationBucket(
         stack, "Bucket", key=key.key, existing_bucket=s3.Bucket.from_bucket_name(stack, "TeamBucket", "team-evals")
     )
-    role = EvaluationRole(stack, "Role", bucket=bucket, dataset_prefixes=["datasets/qa/"])
+    models_key = kms.Key.from_key_arn(stack, "ModelsKey", MODELS_KEY_ARN)
+    role = EvaluationRole(
+        stack, "Role", bucket=bucket, dataset_prefixes=["datasets/qa/"],
+        model_artifact_uris=["s3://team-models/llm/v3/model.tar.gz"], model_artifact_key=models_key,
+    )  # fmt: skip
     pipeline = EvaluationPipeline(
         stack, "Pipeline", eval_type="custom_scorer", role=role, pipeline_role=_pipeline_role(stack, role, bucket),
         key=key.key, image_uri=IMAGE, pipeline_name="team-eval",
@@ -327,3 +333,88 @@ def test_platform_forwards_the_props_of_its_parts() -> None:
     ]  # fmt: skip
     assert any("corpora/*" in policy and "s3:GetObject" in policy for policy in policies)
     assert not any("datasets/*" in policy for policy in policies)
+
+
+def test_job_writes_are_write_once_with_a_bucket_whose_policy_is_not_ours(byo_template: Template) -> None:
+    """An imported bucket: no bucket policy of ours, so the role's own policy carries the write-once rules."""
+    byo_template.resource_count_is("AWS::S3::BucketPolicy", 0)
+    statements = _policy_statements(byo_template)
+    by_sid = {s["Sid"]: s for s in statements if "Sid" in s}
+    assert by_sid["CreateOutputsOnce"]["Condition"] == {"StringEquals": {"s3:if-none-match": "*"}}
+    assert by_sid["UploadOutputParts"]["Condition"] == {"Bool": {"s3:ObjectCreationOperation": "false"}}
+    deny = by_sid["DenyJobDeletesAndVersionChanges"]
+    assert deny["Effect"] == "Deny"
+    assert sorted(deny["Action"]) == ["s3:DeleteObject*", "s3:PutObjectAcl", "s3:PutObjectVersion*"]
+    unconditional_puts = sorted(
+        render(resource).rsplit("team-evals/", 1)[1]
+        for s in statements
+        if s["Effect"] == "Allow" and "s3:PutObject" in _listed(s["Action"]) and "Condition" not in s
+        for resource in _listed(s["Resource"])
+    )
+    assert unconditional_puts == [
+        "evaluations/*/Report/evaluation.json", "evaluations/*/ReportWithBase/evaluation.json",
+        "evaluations/*/progress/*/shard-*-of-*.json",
+    ]  # fmt: skip
+
+
+def _listed(value: object) -> list:
+    return value if isinstance(value, list) else [value]
+
+
+def test_only_a_bucket_policy_of_the_roles_stack_names_the_job_role() -> None:
+    stack, _bucket, role, _pipeline = _parts()
+    assert role.bucket_policy_denies
+    # A bucket of another stack: naming the role in its policy would make the stacks depend on each other.
+    data = cdk.Stack(stack.node.root, "Data")
+    shared = EvaluationBucket(data, "Bucket", key=EvaluationKey(data, "Key").key)
+    platform = cdk.Stack(stack.node.root, "Platform")
+    other = EvaluationRole(platform, "Role", bucket=EvaluationBucket(platform, "Shared", existing_bucket=shared.bucket))
+    assert not other.bucket_policy_denies
+
+
+def test_model_artifacts_of_a_package_are_read_and_decrypted_through_s3_only(byo_template: Template) -> None:
+    statements = {s["Sid"]: s for s in _policy_statements(byo_template) if "Sid" in s}
+    assert statements["ReadModelArtifacts"]["Action"] == "s3:GetObject"
+    assert render(statements["ReadModelArtifacts"]["Resource"]) == "arn:TOKEN:s3:::team-models/llm/v3/model.tar.gz"
+    # One object, no prefix: nothing to list.
+    assert "ListModelArtifactPrefixes" not in statements
+    assert statements["DecryptModelArtifacts"] == {
+        "Sid": "DecryptModelArtifacts", "Action": "kms:Decrypt", "Effect": "Allow", "Resource": MODELS_KEY_ARN,
+        "Condition": {"StringEquals": {"kms:ViaService": "s3.us-east-1.amazonaws.com"}},
+    }  # fmt: skip
+
+
+@pytest.mark.parametrize(
+    ("props", "message"),
+    [
+        ({"model_artifact_uris": ["team-models/llm/"]}, r"model_artifact_uris\[0\]: 'team-models/llm/' must be s3://"),
+        ({"model_artifact_uris": ["s3://a/m.tar.gz", "s3://team-models"]}, r"model_artifact_uris\[1\]"),
+        ({"model_artifact_uris": ["s3://team-models/llm/*"]}, r"without wildcards"),
+        ({"jumpstart_models": ["jumpstart:meta-llama-3-2-1b"]}, r"jumpstart_models\[0\]: .* no 'jumpstart:'"),
+        ({"jumpstart_models": ["*"]}, r"jumpstart_models\[0\]: '\*' is not a JumpStart model id"),
+    ],
+)
+def test_bad_model_artifact_props_are_named(props: dict, message: str) -> None:
+    stack = cdk.Stack(cdk.App(), "S")
+    bucket = EvaluationBucket(stack, "Bucket", key=EvaluationKey(stack, "Key").key)
+    with pytest.raises(ValueError, match=message):
+        EvaluationRole(stack, "Role", bucket=bucket, **props)
+
+
+def test_mlflow_endpoint_only_with_a_tracking_server_and_endpoints() -> None:
+    from evalstack.constructs import EvaluationNetwork
+    from evalstack.constructs.network import MLFLOW_ENDPOINT
+
+    stack = cdk.Stack(cdk.App(), "S")
+    key = EvaluationKey(stack, "Key").key
+    assert MLFLOW_ENDPOINT not in EvaluationNetwork(stack, "Plain", key=key).endpoints
+    tracked = EvaluationNetwork(stack, "Tracked", key=key, mlflow_tracking_server_arn=MLFLOW_SERVER)
+    assert MLFLOW_ENDPOINT in tracked.endpoints and "S3" in tracked.endpoints
+    none = EvaluationNetwork(stack, "NoEndpoints", key=key, endpoints=(), mlflow_tracking_server_arn=MLFLOW_SERVER)
+    assert none.endpoints == {}
+    skipped = EvaluationNetwork(
+        stack, "Skipped", key=key, mlflow_tracking_server_arn=MLFLOW_SERVER, skip_endpoints=[MLFLOW_ENDPOINT]
+    )
+    assert MLFLOW_ENDPOINT not in skipped.endpoints and "S3" in skipped.endpoints
+    with pytest.raises(ValueError, match=r"endpoints: SageMakerMlflow needs mlflow_tracking_server_arn"):
+        EvaluationNetwork(stack, "Bad", key=key, endpoints=[MLFLOW_ENDPOINT])

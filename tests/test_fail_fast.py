@@ -172,11 +172,11 @@ CASES: dict[str, tuple[Case, str]] = {
     ),
     "bare model name": (
         lambda d, m: BenchMarkEvaluator("MMLU", model="meta-textgeneration-llama-3-2-1b-instruct"),
-        "is a bare name, and evalstack does not look names up",
+        "model: 'meta-textgeneration-llama-3-2-1b-instruct' is a bare name, looked up as an endpoint",
     ),
-    "bedrock id without scheme": (
-        lambda d, m: BenchMarkEvaluator("MMLU", model="anthropic.claude-3-haiku-20240307-v1:0"),
-        "looks like a Bedrock model id",
+    "bedrock id without scheme, bad region": (
+        lambda d, m: BenchMarkEvaluator("MMLU", model="anthropic.claude-3-haiku-20240307-v1:0?region=mars"),
+        "region='mars' is not an AWS region name",
     ),
     "bare base model name": (
         lambda d, m: BenchMarkEvaluator("MMLU", model=m, base_model="llama-base", evaluate_base_model=True),

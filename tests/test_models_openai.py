@@ -22,7 +22,9 @@ from tests.support.openai_server import Reply, completion_body, prompt_of, serve
 
 def test_chat_sends_messages_and_sampling_parameters() -> None:
     with serve(lambda path, body: f"answer to {prompt_of(path, body)}") as server:
-        backend = load_backend(f"openai:{server.base_url}?model=llama3&api=chat", max_concurrency=2)
+        # logprobs=none: on Python 3.11 a Protocol isinstance check reads supports_loglikelihood, which
+        # would probe an auto-mode server for logprobs.
+        backend = load_backend(f"openai:{server.base_url}?model=llama3&api=chat&logprobs=none", max_concurrency=2)
         assert isinstance(backend, ModelBackend)
         out = backend.generate(
             [
@@ -122,7 +124,7 @@ def _echo_script(path: str, body: dict[str, Any]) -> Reply:
 
 def test_echo_loglikelihood_sums_exactly_the_continuation_tokens() -> None:
     with serve(_echo_script) as server:
-        backend = load_backend(f"openai:{server.base_url}?model=m&api=chat")
+        backend = load_backend(f"openai:{server.base_url}?model=m&api=chat&logprobs=echo")
         assert backend.supports_loglikelihood
         scores = backend.loglikelihood(
             [
@@ -137,6 +139,12 @@ def test_echo_loglikelihood_sums_exactly_the_continuation_tokens() -> None:
         Loglikelihood(logprob=-4.5625, is_greedy=False, num_tokens=2),
         Loglikelihood(logprob=-0.3, is_greedy=True, num_tokens=1),
         Loglikelihood(logprob=-0.3, is_greedy=True, num_tokens=1),
+    ]
+    # The two choices sharing "Question: sky? Answer:" went in one request as a list prompt; the two
+    # "Answer: yes" prompts (different contexts) were one identical request, sent once; no probe.
+    assert sorted((body["prompt"] for _, body in server.posts), key=str) == [
+        "Answer: yes",
+        ["Question: sky? Answer: blue", "Question: sky? Answer: green grass"],
     ]
 
 

@@ -17,7 +17,7 @@ from tests.support.aws import moto_server
     [
         (
             "openai:http://127.0.0.1:8000/v1?model=llama3",
-            ModelReference("openai", "http://127.0.0.1:8000/v1", model="llama3", api="completions", logprobs="echo"),
+            ModelReference("openai", "http://127.0.0.1:8000/v1", model="llama3", api="completions", logprobs="auto"),
         ),
         (
             "openai:https://api.example.com/v1/?model=gpt-x&api=chat&logprobs=none&api_key_env=OPENAI_API_KEY&timeout=30",
@@ -68,6 +68,33 @@ from tests.support.aws import moto_server
             ),
         ),
         ("my-finetuned-llama", ModelReference("label", "my-finetuned-llama")),
+        ("meta-llama/Llama-2-7b-hf-fine-tuned", ModelReference("label", "meta-llama/Llama-2-7b-hf-fine-tuned")),
+        ("llama3.1", ModelReference("label", "llama3.1")),  # a version, not a Bedrock provider.model
+        ("gpt-3.5", ModelReference("label", "gpt-3.5")),
+        # Bedrock ids, inference profile ids and ARNs without a scheme, as the SageMaker SDK takes them
+        ("anthropic.claude-3-haiku-20240307-v1:0", ModelReference("bedrock", "anthropic.claude-3-haiku-20240307-v1:0")),
+        (
+            "us.anthropic.claude-3-5-sonnet-20240620-v1:0?region=us-west-2",
+            ModelReference("bedrock", "us.anthropic.claude-3-5-sonnet-20240620-v1:0", region="us-west-2"),
+        ),
+        ("amazon.titan-text-lite-v1", ModelReference("bedrock", "amazon.titan-text-lite-v1")),
+        (
+            "arn:aws:bedrock:us-east-1::foundation-model/anthropic.claude-v2",
+            ModelReference("bedrock", "arn:aws:bedrock:us-east-1::foundation-model/anthropic.claude-v2"),
+        ),
+        (
+            "arn:aws:bedrock:us-east-1:123456789012:application-inference-profile/abc123",
+            ModelReference("bedrock", "arn:aws:bedrock:us-east-1:123456789012:application-inference-profile/abc123"),
+        ),
+        (
+            "jumpstart:meta-textgeneration-llama-3-2-1b",
+            ModelReference("jumpstart", "meta-textgeneration-llama-3-2-1b"),
+        ),
+        (
+            "jumpstart:meta-textgeneration-llama-3-2-1b@1.2.0?region=eu-west-1",
+            ModelReference("jumpstart", "meta-textgeneration-llama-3-2-1b", version="1.2.0", region="eu-west-1"),
+        ),
+        ("jumpstart:huggingface-llm-x@2.*", ModelReference("jumpstart", "huggingface-llm-x", version="2.*")),
     ],
 )
 def test_accepted_forms(text: str, expected: ModelReference) -> None:
@@ -109,7 +136,12 @@ def test_accepted_forms(text: str, expected: ModelReference) -> None:
         ("sagemaker:my-endpoint?format=onnx", "format='onnx'"),
         ("sagemaker:bad_name!?format=tgi", "endpoint name"),
         ("hf:", "local model directory"),
-        ("arn:aws:sagemaker:us-east-1:123456789012:endpoint/x", "model package ARN"),
+        ("arn:aws:sagemaker:us-east-1:123456789012:endpoint/x", "model package and Bedrock ARNs"),
+        ("jumpstart:", "JumpStart model id ''"),
+        ("jumpstart:Meta_Llama", "lowercase letters, digits and hyphens"),
+        ("jumpstart:meta-llama@v1", "version 'v1' must be dotted numbers"),
+        ("jumpstart:meta-llama@1.0?format=tgi", "unknown option 'format'"),
+        ("anthropic.claude-v2?region=mars", "not an AWS region"),
         ("vertex:gemini", "unknown scheme 'vertex'"),
         ("http://127.0.0.1:8000/v1", "needs the 'openai:' scheme"),
         (" openai:http://h/v1?model=m", "whitespace"),

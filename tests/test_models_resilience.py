@@ -136,7 +136,7 @@ def test_cache_key_is_canonical_json_of_identity_and_request() -> None:
     assert cache_key("m", {"a": 1}) != cache_key("n", {"a": 1})
     a = load_backend("openai:http://127.0.0.1:1/v1?model=x&timeout=5").dispatcher.identity
     b = load_backend("openai:http://127.0.0.1:1/v1?model=x").dispatcher.identity
-    assert a == b == "openai:http://127.0.0.1:1/v1?model=x&api=completions&logprobs=echo"
+    assert a == b == "openai:http://127.0.0.1:1/v1?model=x&api=completions&logprobs=auto"
 
 
 def _body_key(body: dict[str, Any]) -> str:

@@ -20,6 +20,7 @@ from evalstack.pipeline.local.client import MAX_CONCURRENT_EXECUTIONS
 from evalstack.spec import DatasetSpec, EvaluationSpec
 from tests.conftest import BASE_CORRECT, TRUTHFULQA_QUESTIONS, scripted_answers
 from tests.support.openai_server import serve
+from tests.support.processes import parent_command
 
 N_QUESTIONS = TRUTHFULQA_QUESTIONS
 ROLE_ARN = "arn:aws:iam::000000000000:role/evalstack-local"
@@ -203,6 +204,9 @@ def test_stop_mid_run_terminates_step_processes(slow_model_server, dataset: str)
         time.sleep(0.1)
     steps = client.store.steps(arn)
     pids = json.loads(next(s for s in steps if s["name"] == "EvaluateModel")["pids"])
+    for pid in pids:  # forked from the runner's warm parent, each in a process group of its own
+        assert os.getpgid(pid) == pid
+        assert "multiprocessing.forkserver" in parent_command(pid)
     client.stop_pipeline_execution(PipelineExecutionArn=arn)
     desc = _wait(client, arn, timeout=60)
     assert desc["PipelineExecutionStatus"] == "Stopped"

@@ -3,11 +3,12 @@ local backend. Only these change: the import (``sagemaker.train.evaluate`` -> ``
 model identifiers (a loopback OpenAI-compatible server, or a label for datasets that carry their
 responses), S3 paths (local paths), the execution ARN of ``get()`` (one that exists), and names the
 reference leaves to its reader (``session``, ``calculate_domain_metric``, ``lambda_function_arn``).
-Examples that need AWS (EventBridge) run against moto in server mode.
+Examples that need AWS (EventBridge, a model package group) run against moto in server mode; the
+comparison example keeps its model name, registered there as a package group whose package names its
+base model.
 
 Examples that depend on what is out of scope here are marked xfail(strict=True) with the reason:
-finding the base model by itself (``evaluate_base_model=True`` without ``base_model=``: issue 11's
-"Models" part) and logging to SageMaker managed MLflow (no local emulation of a tracking server ARN).
+logging to SageMaker managed MLflow (no local emulation of a tracking server ARN).
 """
 
 # The examples are the reference's text, copied with its whitespace-only lines.
@@ -77,6 +78,28 @@ def _reference(server: Any) -> str:
     return f"openai:{server.base_url}?model=m&api=chat&logprobs=none"
 
 
+def register_fine_tuned(group: str, server: Any) -> str:
+    """A model package group in moto with one Approved package, served by ``server`` (metadata
+    ``evalstack:model_reference``) and naming its base model, the same server under another model name."""
+    import boto3
+
+    sagemaker = boto3.client("sagemaker")
+    sagemaker.create_model_package_group(ModelPackageGroupName=group)
+    return sagemaker.create_model_package(
+        ModelPackageGroupName=group,
+        ModelApprovalStatus="Approved",
+        InferenceSpecification={
+            "Containers": [{"Image": "123456789012.dkr.ecr.us-east-1.amazonaws.com/llm:1"}],
+            "SupportedContentTypes": ["application/json"],
+            "SupportedResponseMIMETypes": ["application/json"],
+        },
+        CustomerMetadataProperties={
+            "evalstack:model_reference": _reference(server),
+            "evalstack:base_model": _reference(server).replace("?model=m&", "?model=base&"),
+        },
+    )["ModelPackageArn"]
+
+
 def _labelled(path: Path, rows: list[dict[str, Any]]) -> Path:
     path.write_text("".join(json.dumps(r) + "\n" for r in rows))
     return path
@@ -135,18 +158,15 @@ except ClientError as e:
 """
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="out of scope: evaluate_base_model=True without base_model= needs the base model found from the "
-    "model's lineage (issue 11, Models), and the MLflow ARN needs SageMaker managed MLflow",
-)
-def test_benchmark_usage(data_root: Path, model: Any, tmp_path: Path) -> None:
+@pytest.mark.xfail(strict=True, reason="out of scope: the MLflow ARN needs SageMaker managed MLflow")
+def test_benchmark_usage(aws: str, data_root: Path, model: Any, tmp_path: Path) -> None:
     from botocore.exceptions import ClientError
 
+    register_fine_tuned("llama-2-7b-hf-fine-tuned", model)  # an HF hub id is no SageMaker name
     printed = run(
         BENCHMARK_USAGE,
         {"ClientError": ClientError},
-        ('"meta-llama/Llama-2-7b-hf-fine-tuned"', repr(_reference(model))),
+        ('"meta-llama/Llama-2-7b-hf-fine-tuned"', '"llama-2-7b-hf-fine-tuned"'),
         ('"s3://my-bucket/evaluation-results"', repr(str(tmp_path / "results"))),
     )
     assert "Evaluation completed successfully" in printed
@@ -490,23 +510,23 @@ execution.wait()
 """
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="out of scope: evaluate_base_model=True without base_model= needs the base model found from the "
-    "model's lineage (issue 11, Models)",
-)
-def test_compare_base_versus_fine_tuned(data_root: Path, model: Any, tmp_path: Path) -> None:
+def test_compare_base_versus_fine_tuned(aws: str, data_root: Path, model: Any, tmp_path: Path) -> None:
     from evalstack.evaluate import BenchMarkEvaluator
 
+    package = register_fine_tuned("my-fine-tuned-llama", model)  # the example's name, as a package group
     namespace: dict[str, Any] = {"BenchMarkEvaluator": BenchMarkEvaluator}
-    run(
-        COMPARE,
-        namespace,
-        ('"my-fine-tuned-llama"', repr(_reference(model))),
-        ('"s3://bucket/comparison"', repr(str(tmp_path / "comparison"))),
-    )
-    comparison = namespace["execution"].results()["comparison"]
+    run(COMPARE, namespace, ('"s3://bucket/comparison"', repr(str(tmp_path / "comparison"))))
+    results = namespace["execution"].results()
+    comparison = results["comparison"]
     assert set(comparison) >= {"fine_tuned", "base", "improvement"}
+    # Both answer "A" to everything: the same accuracy, so no improvement.
+    assert comparison["fine_tuned"]["accuracy"] == comparison["base"]["accuracy"]
+    assert comparison["improvement"] == 0.0
+    spec = namespace["evaluator"].evaluate(dry_run=True).spec
+    assert spec["model"] == package
+    assert spec["model_resolution"]["candidate"]["rule"] == "model-package-group"
+    assert spec["model_resolution"]["base"]["rule"] == "package-metadata"
+    assert spec["base_model"] == _reference(model).replace("?model=m&", "?model=base&")
 
 
 # --- EvaluationPipelineExecution ------------------------------------------------------------

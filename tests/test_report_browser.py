@@ -75,6 +75,7 @@ def test_viewer_list_filter_report_and_compare(viewer, tmp_path: Path) -> None: 
             assert page.title().startswith("Evaluation report: first")
             shown = page.locator("#headline-table tr[data-metric='rouge1'] td").first.inner_text()
             assert shown == f"{ours['rouge1']:.4f}"
+            assert "every answer came from the dataset" in page.locator("#slowest-note").inner_text()
             page.go_back()
 
             for execution in (first, second):
@@ -85,5 +86,13 @@ def test_viewer_list_filter_report_and_compare(viewer, tmp_path: Path) -> None: 
             assert parse_qs(urlsplit(page.url).query)["id"] == [_id(second), _id(first)]
             delta = page.locator("#compare-metrics tr[data-metric='rouge1'] td").nth(2).inner_text()
             assert delta == f"{ours['rouge1'] - theirs['rouge1']:+.4f}"
+            # The grouped bars: one per metric and execution, drawn, each carrying its number.
+            metrics = sorted(ours)
+            bars = page.locator("#compare-metrics-plot svg g[id^='compare-metrics-plot-']")
+            assert bars.count() == 2 * len(metrics)
+            first_bar = page.locator(f"g[id='compare-metrics-plot-{metrics.index('rouge1')}-1']")
+            assert float(first_bar.get_attribute("data-value")) == ours["rouge1"]
+            box = first_bar.locator("path").bounding_box()
+            assert box is not None and box["width"] > 1 and box["height"] > 1, box
             assert requests.refused == [], requests.refused
         page.screenshot(path=str(tmp_path / "compare.png"), full_page=True)

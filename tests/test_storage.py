@@ -77,3 +77,61 @@ def test_evaluation_writes_results_to_s3(aws: str) -> None:
     names = {k.removeprefix(f"{prefix}/") for k in keys}
     assert {"report.md", "results.json", "samples.jsonl", "spec.json"} <= names
     assert execution.results()["metrics"]["meteor"] > 0
+
+
+def test_s3_outputs_are_write_once_against_moto(aws: str) -> None:
+    s3 = boto3.client("s3")
+    s3.create_bucket(Bucket="evalstack-write-once")
+    uri = "s3://evalstack-write-once/exec-b/results.json"
+    storage.write_text(uri, '{"accuracy": 0.5}')
+    # A step retry that writes the same bytes is fine.
+    storage.write_text(uri, '{"accuracy": 0.5}')
+    with pytest.raises(storage.WriteOnceError, match=r"exec-b/results\.json: already exists with other content"):
+        storage.write_text(uri, '{"accuracy": 1.0}')
+    with pytest.raises(storage.WriteOnceError, match="write-once"):
+        storage.write_text(uri, '{"accuracy": 0.5} ')  # same prefix, one byte longer
+    assert storage.read_text(uri) == '{"accuracy": 0.5}'
+    versions = s3.list_object_versions(Bucket="evalstack-write-once", Prefix="exec-b/").get("Versions", [])
+    assert len(versions) == 1
+    # Files rewritten by design (progress) opt out.
+    storage.write_text(uri, '{"accuracy": 1.0}', replace=True)
+    assert storage.read_text(uri) == '{"accuracy": 1.0}'
+
+
+def test_s3_uploads_are_write_once_in_one_put_and_in_parts(
+    aws: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    s3 = boto3.client("s3")
+    s3.create_bucket(Bucket="evalstack-write-once-files")
+    # S3's smallest part is 5 MiB: a file of two parts goes through the multipart path.
+    monkeypatch.setattr(storage, "MULTIPART_THRESHOLD", 1024)
+    monkeypatch.setattr(storage, "MULTIPART_PART_SIZE", 5 * 1024 * 1024)
+    small, large, other = tmp_path / "small.jsonl", tmp_path / "large.jsonl", tmp_path / "other.jsonl"
+    small.write_bytes(b'{"id": 1}\n')
+    large.write_bytes(os.urandom(5 * 1024 * 1024 + 4096))
+    other.write_bytes(large.read_bytes()[:-1] + b"x")
+    for path in (small, large):
+        uri = f"s3://evalstack-write-once-files/exec/{path.name}"
+        storage.upload_file(path, uri)
+        storage.upload_file(path, uri)  # an identical retry
+        assert storage.read_bytes(uri) == path.read_bytes()
+    large_uri = "s3://evalstack-write-once-files/exec/large.jsonl"
+    with pytest.raises(storage.WriteOnceError, match=r"exec/large\.jsonl: already exists"):
+        storage.upload_file(other, large_uri)
+    with pytest.raises(storage.WriteOnceError):
+        storage.upload_file(small, large_uri)
+    assert storage.read_bytes(large_uri) == large.read_bytes()
+    # The refused multipart upload was aborted, not left behind.
+    assert s3.list_multipart_uploads(Bucket="evalstack-write-once-files").get("Uploads", []) == []
+    storage.upload_file(other, large_uri, replace=True)
+    assert storage.read_bytes(large_uri) == other.read_bytes()
+
+
+def test_local_writes_still_replace(tmp_path: Path) -> None:
+    target = tmp_path / "results.json"
+    storage.write_text(str(target), "first")
+    storage.write_text(str(target), "second")
+    source = tmp_path / "source.jsonl"
+    source.write_text("third")
+    storage.upload_file(source, str(target))
+    assert target.read_text() == "third"

@@ -5,6 +5,7 @@ server mode, results read from S3)."""
 from __future__ import annotations
 
 import json
+import re
 import subprocess
 import sys
 from collections.abc import Iterator
@@ -178,7 +179,7 @@ def test_evalstack_view_prints_its_address(local_runs, monkeypatch: pytest.Monke
 
 def test_compare_page_has_per_subtask_deltas(tmp_path: Path) -> None:
     views = []
-    for seed in (1, 2):
+    for seed in (1, 2, 3):
         output = str(tmp_path / f"run{seed}")
         synthesize_mmlu_comparison(output, {s: 12 for s in ("anatomy", "virology", "marketing")}, seed=seed)
         execution = EvaluationPipelineExecution(
@@ -186,11 +187,28 @@ def test_compare_page_has_per_subtask_deltas(tmp_path: Path) -> None:
             status="Succeeded", eval_type="benchmark", s3_output_path=output, creation_time=datetime.now(UTC),
         )  # fmt: skip
         views.append(ExecutionView(execution, read_files(output)))
-    rows = body_rows(parse(pages.compare_page(views)).tables["compare-subtasks"])
+    page = pages.compare_page(views)
+    rows = body_rows(parse(page).tables["compare-subtasks"])
     assert [r.attrs["data-subtask"] for r in rows] == ["anatomy", "marketing", "virology"]
     for row in rows:
-        a, b = (v.files.results["subtasks"][row.attrs["data-subtask"]]["acc"] for v in views)
-        assert (row.cells[1].value, row.cells[2].value, row.cells[3].value) == (a, b, b - a)
+        a, b, c = (v.files.results["subtasks"][row.attrs["data-subtask"]]["acc"] for v in views)
+        assert [cell.value for cell in row.cells[1:]] == [a, b, b - a, c, c - a]
+
+    # The plots draw the same numbers: grouped bars per metric, one per execution, and per execution
+    # after the first its per-subtask differences from the first, largest first.
+    metrics = sorted(views[0].files.results["metrics"])
+    drawn = {(int(m), int(e)): float(v) for m, e, v in re.findall(r'<g id="compare-metrics-plot-(\d+)-(\d+)" '
+                                                                   r'data-value="([^"]+)">', page)}  # fmt: skip
+    assert drawn == {(m, e): v.files.results["metrics"][name] for m, name in enumerate(metrics)
+                     for e, v in enumerate(views)}  # fmt: skip
+    for i, view in enumerate(views[1:], start=1):
+        bars = re.findall(rf'<g id="compare-delta-{i}-diff-(\d+)" data-value="([^"]+)"><title>([^:<]+):', page)
+        assert [int(index) for index, _, _ in bars] == [0, 1, 2]
+        expected = sorted(
+            ((view.files.results["subtasks"][s]["acc"] - views[0].files.results["subtasks"][s]["acc"], s)
+             for s in ("anatomy", "marketing", "virology")), key=lambda d: (-d[0], d[1]),
+        )  # fmt: skip
+        assert [(float(value), subtask) for _, value, subtask in bars] == expected
 
 
 def test_sagemaker_backend_reads_results_from_s3(deployed: dict[str, str], tmp_path: Path) -> None:  # noqa: F811
@@ -238,7 +256,8 @@ def test_sagemaker_history_shows_each_package_version_and_its_approval(deployed:
         synthesize_mmlu_comparison(execution.s3_output_path, {"anatomy": 10, "virology": 10}, seed=version)
         # The spec the trigger Lambda writes for a package: the model is the package version's ARN.
         spec = json.loads(storage.read_text(storage.join(execution.s3_output_path, "spec.json")))
-        storage.write_text(storage.join(execution.s3_output_path, "spec.json"), json.dumps({**spec, "model": arn}))
+        storage.write_text(storage.join(execution.s3_output_path, "spec.json"), json.dumps({**spec, "model": arn}),
+                           replace=True)  # S3 outputs are write-once; this test stands in for the trigger's spec
         executions.append(execution)
     server = ViewServer(backend_executions(region="us-east-1")).start()
     try:

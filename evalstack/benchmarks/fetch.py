@@ -205,5 +205,6 @@ def fetch(benchmark: str, root: str, source: HfSource | None = None) -> list[str
     tables = _Tables(source or HfSource(os.environ.get(HF_MIRROR_ENV) or None))
     files = WRITERS[bench](tables)
     for relpath, data in sorted(files.items()):
-        storage.write_bytes(storage.join(root, relpath), data)
+        # A re-fetch refreshes a data copy; only evaluation outputs are write-once.
+        storage.write_bytes(storage.join(root, relpath), data, replace=True)
     return sorted(files)

@@ -171,11 +171,7 @@ class BenchmarkTask:
             lls = [by_pair[pair].logprob for pair in pairs]
             scores = definition.score_loglikelihoods(item.data, lls)
             records.append(_record(item, scores, LOGLIKELIHOOD, target=item.data["gold"], loglikelihoods=lls))
-        # How the backend tokenized, once per call (not per record): aggregate() reports it.
-        tokenization = loglikelihood_details(model)
-        if tokenization is not None:
-            records[0]["tokenization"] = tokenization
-        return records
+        return _described(records, model)
 
     def _run_lettered(self, definition: MultipleChoice, items: Sequence[Item], model: ModelBackend) -> list[dict]:
         prompts = [
@@ -191,10 +187,19 @@ class BenchmarkTask:
             gold = valid[item.data["gold"]]
             records.append(_record(item, {metric: float(letter == gold)}, GENERATE, target=gold,
                                    response=response, extracted={"letter": letter}))  # fmt: skip
-        return records
+        return _described(records, model)
 
     def aggregate(self, records: Sequence[dict[str, Any]]) -> Aggregate:
         return aggregate_records(self.name, records, self.num_fewshot)
+
+
+def _described(records: list[dict[str, Any]], model: ModelBackend) -> list[dict[str, Any]]:
+    """Multiple-choice records with how the backend scored them (its tokenization, or a server's logprobs
+    mode and probe, which tells why letters were used), once per call: aggregate() reports it."""
+    details = loglikelihood_details(model)
+    if details is not None:
+        records[0]["tokenization"] = details
+    return records
 
 
 def _record(item: Item, scores: dict[str, float], mode: str, **extra: Any) -> dict[str, Any]:

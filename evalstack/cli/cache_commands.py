@@ -5,8 +5,6 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-from evalstack.models.cache import cache_info, clear_cache, default_cache_path
-
 
 def _size(count: int) -> str:
     for unit, scale in (("GiB", 1024**3), ("MiB", 1024**2), ("KiB", 1024)):
@@ -16,6 +14,8 @@ def _size(count: int) -> str:
 
 
 def _info(args: argparse.Namespace) -> int:
+    from evalstack.models.cache import cache_info
+
     info = cache_info(args.path)
     print(f"Cache:   {info.path}")
     if not info.exists:
@@ -27,6 +27,8 @@ def _info(args: argparse.Namespace) -> int:
 
 
 def _clear(args: argparse.Namespace) -> int:
+    from evalstack.models.cache import clear_cache, default_cache_path
+
     removed = clear_cache(args.path)
     if not removed:
         print(f"no cache at {args.path or default_cache_path()}")

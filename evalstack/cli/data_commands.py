@@ -4,11 +4,12 @@ from __future__ import annotations
 
 import argparse
 
-from evalstack.benchmarks.fetch import default_root, fetch
 from evalstack.benchmarks.source import DATA_ENV
 
 
 def _fetch(args: argparse.Namespace) -> None:
+    from evalstack.benchmarks.fetch import default_root, fetch
+
     root = args.root or default_root()
     if not root:
         raise ValueError(f"--root: name the data root folder to fill, or set {DATA_ENV} to it")

@@ -11,15 +11,15 @@ import argparse
 import json
 import sys
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from tqdm import tqdm
+if TYPE_CHECKING:
+    from tqdm import tqdm
 
-from evalstack import storage
-from evalstack.engine.run import read_progress
-from evalstack.results.summary import summary_text
-from evalstack.runtime.evaluators import BenchMarkEvaluator, CustomScorerEvaluator, DryRun, LLMAsJudgeEvaluator
-from evalstack.runtime.execution import EvaluationPipelineExecution
+    from evalstack.runtime.execution import EvaluationPipelineExecution
+
+# The evaluators and what prints their results are imported by the handlers: building the parser
+# (``evalstack --help``) must not load the evaluation stack.
 
 
 def _pairs(values: list[str], what: str) -> dict[str, Any]:
@@ -76,6 +76,10 @@ class _ProgressBar:
     def __call__(self, execution: EvaluationPipelineExecution) -> None:
         if not self.enabled:
             return
+        from tqdm import tqdm
+
+        from evalstack.engine.run import read_progress
+
         done, total = read_progress(execution.s3_output_path)
         if not total:
             return
@@ -90,6 +94,10 @@ class _ProgressBar:
 
 
 def _finish(evaluator: Any, args: argparse.Namespace, **evaluate: Any) -> int:
+    from evalstack import storage
+    from evalstack.results.summary import summary_text
+    from evalstack.runtime.evaluators import DryRun
+
     started = evaluator.evaluate(dry_run=args.dry_run, **evaluate)
     if isinstance(started, DryRun):
         print(json.dumps({"spec": started.spec, "pipeline_definition": started.pipeline_definition}, indent=2))
@@ -112,6 +120,8 @@ def _finish(evaluator: Any, args: argparse.Namespace, **evaluate: Any) -> int:
 
 
 def _custom_scorer(args: argparse.Namespace) -> int:
+    from evalstack.runtime.evaluators import CustomScorerEvaluator
+
     evaluator = CustomScorerEvaluator(
         evaluator=args.metric, dataset=args.dataset, columns=_pairs(args.column, "--column"), **_common(args)
     )
@@ -120,6 +130,8 @@ def _custom_scorer(args: argparse.Namespace) -> int:
 
 
 def _benchmark(args: argparse.Namespace) -> int:
+    from evalstack.runtime.evaluators import BenchMarkEvaluator
+
     subtasks = [s for value in args.subtask for s in value.split(",") if s] or None
     evaluator = BenchMarkEvaluator(args.benchmark, subtasks=subtasks, **_common(args))
     _apply_hyperparameters(evaluator, args)
@@ -141,6 +153,8 @@ def _custom_metrics(path: str | None) -> list[dict[str, Any]]:
 
 
 def _judge(args: argparse.Namespace) -> int:
+    from evalstack.runtime.evaluators import LLMAsJudgeEvaluator
+
     evaluator = LLMAsJudgeEvaluator(
         evaluator_model=args.judge,
         dataset=args.dataset,

@@ -7,9 +7,12 @@ for the evaluators (``EVALSTACK_BACKEND``, ``--region``); see :mod:`evalstack.ru
 from __future__ import annotations
 
 import argparse
+from typing import TYPE_CHECKING
 
 from evalstack.cli.kinds import eval_kind
-from evalstack.runtime.execution import EvaluationPipelineExecution, StepDetail
+
+if TYPE_CHECKING:
+    from evalstack.runtime.execution import EvaluationPipelineExecution, StepDetail
 
 
 def _step_line(step: StepDetail) -> str:
@@ -20,6 +23,8 @@ def _step_line(step: StepDetail) -> str:
 
 
 def _list(args: argparse.Namespace) -> int:
+    from evalstack.runtime.execution import EvaluationPipelineExecution
+
     executions = EvaluationPipelineExecution.get_all(args.type, region=args.region)[: args.limit]
     if not executions:
         print("no executions")
@@ -32,6 +37,8 @@ def _list(args: argparse.Namespace) -> int:
 
 
 def _get(args: argparse.Namespace) -> EvaluationPipelineExecution:
+    from evalstack.runtime.execution import EvaluationPipelineExecution
+
     return EvaluationPipelineExecution.get(args.execution, region=args.region)
 
 

@@ -4,11 +4,11 @@ from __future__ import annotations
 
 import argparse
 
-from evalstack.runtime.execution import normalize_eval_type
-
 
 def eval_kind(value: str) -> str:
     """An evaluation kind in any spelling (custom-scorer, custom_scorer, customscorer)."""
+    from evalstack.runtime.execution import normalize_eval_type  # at parse time, only by commands that run
+
     try:
         return normalize_eval_type(value)
     except ValueError as err:

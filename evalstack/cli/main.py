@@ -4,6 +4,10 @@ Every error is one line on stderr saying what to do, never a traceback (``--debu
 command line, or ``EVALSTACK_DEBUG=1``, prints it). Exit codes: 0 success, 1 the evaluation failed or
 was stopped (or an unexpected error), 2 a usage error or invalid input, 3 something named was not
 found. Hyphens and underscores are interchangeable in command and option names.
+
+Building the parser imports only the command modules, which import argparse and data modules (the
+catalog, the spec, the pipeline definition): each handler, and the error handling here, imports what it
+runs, so ``evalstack --help`` never loads the evaluation stack, botocore or the scientific libraries.
 """
 
 from __future__ import annotations
@@ -16,8 +20,6 @@ import traceback
 from collections.abc import Sequence
 from typing import Any
 
-from botocore.exceptions import ClientError
-
 from evalstack.cli import (
     cache_commands,
     catalog_commands,
@@ -27,7 +29,6 @@ from evalstack.cli import (
     pipeline_commands,
     view_commands,
 )
-from evalstack.runtime.execution import ExecutionNotFoundError, FailedStatusError
 
 EXIT_OK, EXIT_FAILED, EXIT_USAGE, EXIT_NOT_FOUND = 0, 1, 2, 3
 
@@ -77,6 +78,10 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def exit_code(err: BaseException) -> int:
+    from botocore.exceptions import ClientError
+
+    from evalstack.runtime.execution import ExecutionNotFoundError, FailedStatusError
+
     if isinstance(err, ExecutionNotFoundError | FileNotFoundError | LookupError):
         return EXIT_NOT_FOUND
     if isinstance(err, FailedStatusError):
@@ -91,6 +96,8 @@ def exit_code(err: BaseException) -> int:
 
 def one_line(err: BaseException) -> str:
     """The error's message on one line; an unexpected error names its type."""
+    from botocore.exceptions import ClientError
+
     text = re.sub(r"\s*\n\s*", " ", str(err)).strip()
     if isinstance(err, ValueError | LookupError | FileNotFoundError | RuntimeError | ClientError):
         return text

@@ -12,6 +12,7 @@ with their own context. Context keys (cdk.json ``context`` or ``-c key=value``; 
   instanceType, reportInstanceType, instanceCount
   mlflowTrackingServerArn   the SageMaker MLflow tracking server jobs may log to
   bedrockModels, endpointNames, secretArns      what jobs may invoke or read
+  modelArtifactUris, jumpstartModels            model artifacts jobs download and serve (s3:// URIs; JumpStart ids)
   modelPackageGroup     enables continuous evaluation of this group
   schedule              default "rate(1 day)"; "none" disables the schedule
   evaluation            the spec template (JSON object) continuous evaluation runs
@@ -114,6 +115,8 @@ def platform_props(scope: Construct) -> dict[str, Any]:
         "endpoint_names": _as_list(node, "endpointNames"),
         "bedrock_models": _as_list(node, "bedrockModels"),
         "secret_arns": _as_list(node, "secretArns"),
+        "model_artifact_uris": _as_list(node, "modelArtifactUris"),
+        "jumpstart_models": _as_list(node, "jumpstartModels"),
         "instance_type": _context(node, "instanceType", defaults.INSTANCE_TYPE),
         "report_instance_type": _context(node, "reportInstanceType", defaults.REPORT_INSTANCE_TYPE),
         "instance_count": int(_context(node, "instanceCount", defaults.INSTANCE_COUNT)),

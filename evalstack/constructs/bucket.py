@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from aws_cdk import Duration, RemovalPolicy
+from aws_cdk import Duration, RemovalPolicy, Stack
 from aws_cdk import aws_iam as iam
 from aws_cdk import aws_kms as kms
 from aws_cdk import aws_s3 as s3
@@ -16,6 +16,28 @@ from evalstack.constructs.grants import (
     WRITE_OBJECT_ACTIONS,
     grant_key,
     grant_prefix,
+)
+from evalstack.constructs.nag import acknowledge_wildcard_resource
+from evalstack.pipeline.definition import PROPERTY_FILE_PATH, REPORT_STEP, REPORT_WITH_BASE_STEP
+
+# Keys under an execution's output that the job role rewrites by design, so they are exempt from
+# write-once: the shards' progress files (evalstack.engine.run.progress_uri) and the property file in
+# the Report steps' ProcessingOutput folders, which SageMaker itself uploads with the job role, without
+# If-None-Match. As narrow as the names allow: an IAM '*' also matches '/'.
+REWRITTEN_OUTPUT_KEYS = (
+    "*/progress/*/shard-*-of-*.json",
+    f"*/{REPORT_STEP}/{PROPERTY_FILE_PATH}",
+    f"*/{REPORT_WITH_BASE_STEP}/{PROPERTY_FILE_PATH}",
+)
+# What no job may do to any object: delete it or a version of it, or change its ACL or versions.
+OBJECT_ALTERING_ACTIONS = ("s3:DeleteObject*", "s3:PutObjectAcl", "s3:PutObjectVersion*")
+_WRITE_ONCE_REASON = (
+    "Objects under the {key} prefix only, named per execution at run time; creating one requires "
+    "If-None-Match (write-once), so a job can add objects but never replace one."
+)
+_REWRITE_REASON = (
+    "Progress files and the Report steps' property files of executions under the {key} prefix, named per "
+    "execution at run time; rewritten by design (SageMaker uploads the property file without If-None-Match)."
 )
 
 
@@ -157,6 +179,64 @@ class EvaluationBucket(Construct):
         """Read and write objects under the output prefix (optionally one sub-prefix of it)."""
         grant_key(self.key, grantee, ENCRYPT_DECRYPT_ACTIONS)
         return grant_prefix(self.bucket, grantee, (self._output(subprefix),), WRITE_OBJECT_ACTIONS)
+
+    def grant_write_once_output(self, grantee: iam.IGrantable) -> None:
+        """What the job role gets: read under the output prefix, and create objects there only with
+        ``If-None-Match: *`` (PutObject and CompleteMultipartUpload; the multipart steps before the
+        completion take no header), so no object can be replaced. ``REWRITTEN_OUTPUT_KEYS`` are the
+        exception. No delete, ACL or version rights, and an explicit Deny of them on every object."""
+        grant_key(self.key, grantee, ENCRYPT_DECRYPT_ACTIONS)
+        output = self._output("")
+        grant_prefix(self.bucket, grantee, (output,), ("s3:GetObject", "s3:AbortMultipartUpload"))
+        objects = self.bucket.arn_for_objects(f"{output}/*")
+        rewritten = self.rewritten_output_arns()
+        for sid, resources, conditions, reason in (
+            ("CreateOutputsOnce", [objects], {"StringEquals": {"s3:if-none-match": "*"}}, _WRITE_ONCE_REASON),
+            ("UploadOutputParts", [objects], {"Bool": {"s3:ObjectCreationOperation": "false"}}, _WRITE_ONCE_REASON),
+            ("RewriteProgressAndReportOutputs", rewritten, None, _REWRITE_REASON),
+        ):
+            grantee.grant_principal.add_to_principal_policy(
+                iam.PolicyStatement(sid=sid, actions=["s3:PutObject"], resources=resources, conditions=conditions)
+            )
+            if isinstance(grantee, Construct):
+                for arn in resources:
+                    acknowledge_wildcard_resource(grantee, arn, reason.format(key=f"{output}/"))
+        grantee.grant_principal.add_to_principal_policy(self._deny_altering_objects())
+
+    def deny_output_rewrites(self, role: iam.IRole, scope: Construct) -> bool:
+        """The job role's write-once rule as explicit Denies in the bucket policy, which hold whatever
+        policy is later attached to the role. Only a bucket policy of ``scope``'s stack can name the
+        role (another stack's policy would make the two stacks depend on each other); returns whether
+        the statements were added."""
+        if not isinstance(self.bucket, s3.Bucket) or Stack.of(self.bucket) is not Stack.of(scope):
+            return False
+        principal = iam.ArnPrincipal(role.role_arn)
+        self.bucket.add_to_resource_policy(
+            iam.PolicyStatement(
+                sid="DenyJobRewritesOfOutputs",
+                effect=iam.Effect.DENY,
+                principals=[principal],
+                actions=["s3:PutObject"],
+                # This bucket's objects other than the rewritten ones (a bucket policy covers its bucket only).
+                not_resources=self.rewritten_output_arns(),
+                conditions={"Null": {"s3:if-none-match": "true"}, "Bool": {"s3:ObjectCreationOperation": "true"}},
+            )
+        )
+        statement = self._deny_altering_objects()
+        statement.add_principals(principal)
+        self.bucket.add_to_resource_policy(statement)
+        return True
+
+    def rewritten_output_arns(self) -> list[str]:
+        return [self.bucket.arn_for_objects(f"{self._output('')}/{key}") for key in REWRITTEN_OUTPUT_KEYS]
+
+    def _deny_altering_objects(self) -> iam.PolicyStatement:
+        return iam.PolicyStatement(
+            sid="DenyJobDeletesAndVersionChanges",
+            effect=iam.Effect.DENY,
+            actions=list(OBJECT_ALTERING_ACTIONS),
+            resources=[self.bucket.arn_for_objects("*")],
+        )
 
     def grant_read_specs(self, grantee: iam.IGrantable, pipeline_names: tuple[str, ...]) -> iam.Grant:
         """Read the specs the trigger wrote for these pipelines (``control/<pipeline>/specs/``): what jobs read."""

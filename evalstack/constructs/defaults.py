@@ -44,6 +44,11 @@ VOLUME_SIZE_GB = DEFAULT_VOLUME_SIZE_GB
 MAX_RUNTIME_SECONDS = DEFAULT_MAX_RUNTIME_SECONDS
 MAX_PARALLEL_STEPS = 4
 
+# JumpStart: the regional content bucket (manifest, specs, public artifacts) and the gated-model bucket,
+# as evalstack/models/jumpstart.py reads them (a lower layer may not be imported; a test keeps them equal).
+JUMPSTART_BUCKETS = ("jumpstart-cache-prod-{region}", "jumpstart-private-cache-prod-{region}")
+JUMPSTART_MANIFEST_KEY = "models_manifest.json"
+
 # Network.
 VPC_CIDR = "10.60.0.0/16"
 MAX_AZS = 2

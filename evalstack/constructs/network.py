@@ -31,6 +31,11 @@ INTERFACE_ENDPOINTS: dict[str, ec2.InterfaceVpcEndpointAwsService] = {
     "EcrDocker": ec2.InterfaceVpcEndpointAwsService.ECR_DOCKER,
     "SecretsManager": ec2.InterfaceVpcEndpointAwsService.SECRETS_MANAGER,
 }
+# SageMaker managed MLflow (service aws.sagemaker.<region>.experiments): made only when the platform has a
+# tracking server, whose ARN is then the one resource its endpoint policy allows, whatever account holds
+# it (the service supports endpoint policies: "Create a VPC Endpoint Policy for SageMaker AI MLflow").
+MLFLOW_ENDPOINT = "SageMakerMlflow"
+MLFLOW_SERVICE = ec2.InterfaceVpcEndpointAwsService.SAGEMAKER_EXPERIMENTS
 # Endpoints whose every resource a job touches is in this account; the others also reach AWS-owned
 # resources (Bedrock foundation models, ECR's layer storage, STS), so only the principal is fenced there.
 SAME_ACCOUNT_RESOURCES = frozenset({"S3", "SageMakerApi", "SageMakerRuntime", "Logs", "SecretsManager"})
@@ -49,8 +54,11 @@ class EvaluationNetwork(Construct):
       subnet_selection: where jobs and endpoints go. Default: isolated subnets of the new VPC, or the
         VPC's default selection (private subnets) of an existing one.
       cidr: CIDR of the new VPC. Default ``defaults.VPC_CIDR``. max_azs: default ``defaults.MAX_AZS``.
-      endpoints: which of INTERFACE_ENDPOINTS to create. Default: all of them.
+      endpoints: which of INTERFACE_ENDPOINTS (and MLFLOW_ENDPOINT) to create. Default: all of them, plus
+        MLFLOW_ENDPOINT when ``mlflow_tracking_server_arn`` is given.
       skip_endpoints: names the VPC already has (another platform or the network team made them).
+      mlflow_tracking_server_arn: the SageMaker MLflow tracking server jobs log to; its endpoint's policy
+        allows only that server, for this account's principals. Default none (no MLflow endpoint).
       egress_prefix_lists: managed prefix list ids jobs may also reach on 443 (e.g. an S3 gateway endpoint's).
       name_prefix: names the flow-log group ``/evalstack/<name_prefix>/flow-logs`` (the key's Logs statement,
         added here to a ``kms.Key``, covers it). Default ``evalstack``.
@@ -74,16 +82,23 @@ class EvaluationNetwork(Construct):
         max_azs: int = defaults.MAX_AZS,
         endpoints: Sequence[str] | None = None,
         skip_endpoints: Sequence[str] = (),
+        mlflow_tracking_server_arn: str | None = None,
         egress_prefix_lists: Sequence[str] = (),
         name_prefix: str = "evalstack",
         flow_log_retention: logs.RetentionDays = defaults.LOG_RETENTION,
         removal_policy: RemovalPolicy = defaults.REMOVAL_POLICY,
     ) -> None:
         super().__init__(scope, construct_id)
+        known = [*INTERFACE_ENDPOINTS, MLFLOW_ENDPOINT]
         wanted = list(INTERFACE_ENDPOINTS if endpoints is None else endpoints)
-        unknown = sorted((set(wanted) | set(skip_endpoints)) - set(INTERFACE_ENDPOINTS))
+        if endpoints is None and mlflow_tracking_server_arn:
+            wanted.append(MLFLOW_ENDPOINT)
+        unknown = sorted((set(wanted) | set(skip_endpoints)) - set(known))
         if unknown:
-            raise ValueError(f"EvaluationNetwork.endpoints: unknown {unknown}; choose from {list(INTERFACE_ENDPOINTS)}")
+            raise ValueError(f"EvaluationNetwork.endpoints: unknown {unknown}; choose from {known}")
+        if MLFLOW_ENDPOINT in wanted and not mlflow_tracking_server_arn:
+            raise ValueError(f"EvaluationNetwork.endpoints: {MLFLOW_ENDPOINT} needs mlflow_tracking_server_arn")
+        self.mlflow_tracking_server_arn = mlflow_tracking_server_arn
         self.flow_log: ec2.FlowLog | None = None
         # A literal CIDR where one is known (cdk-nag cannot evaluate EC23 against a token).
         self.cidr = cidr
@@ -173,7 +188,7 @@ class EvaluationNetwork(Construct):
                 self,
                 f"{name}Endpoint",
                 vpc=self.vpc,
-                service=INTERFACE_ENDPOINTS[name],
+                service=MLFLOW_SERVICE if name == MLFLOW_ENDPOINT else INTERFACE_ENDPOINTS[name],
                 subnets=selection,
                 security_groups=[group],
                 private_dns_enabled=True,
@@ -189,7 +204,7 @@ class EvaluationNetwork(Construct):
                     # An endpoint policy bounds what may pass through it; the callers' own IAM
                     # policies grant the actions. Here it fences the accounts, not the actions.
                     actions=["*"],
-                    resources=["*"],
+                    resources=[self.mlflow_tracking_server_arn if name == MLFLOW_ENDPOINT else "*"],
                     conditions={"StringEquals": conditions},
                 )
             )
@@ -205,6 +220,24 @@ class EvaluationNetwork(Construct):
                     )
                 )
             self.endpoints[name] = endpoint
+
+    def allow_s3_reads(self, object_arns: Sequence[str], bucket_arns: Sequence[str]) -> None:
+        """Let this account's principals get ``object_arns`` and list ``bucket_arns`` through the S3 endpoint,
+        also in buckets of other accounts (model artifacts, JumpStart's). No-op without an S3 endpoint here:
+        the endpoint's owner must then allow them."""
+        endpoint = self.endpoints.get("S3")
+        if endpoint is None:
+            return
+        account = Stack.of(self).account
+        endpoint.add_to_policy(
+            iam.PolicyStatement(
+                sid="ModelArtifacts",
+                principals=[iam.AnyPrincipal()],
+                actions=["s3:GetObject", *(["s3:ListBucket"] if bucket_arns else [])],
+                resources=[*object_arns, *bucket_arns],
+                conditions={"StringEquals": {"aws:PrincipalAccount": account}},
+            )
+        )
 
     @property
     def subnet_ids(self) -> list[str]:

@@ -79,7 +79,10 @@ class EvaluationPlatform(Construct):
       image_extras: extras the built image installs. Default ``("engine", "sagemaker-mlflow")``.
       endpoint_names, bedrock_models, secret_arns, model_package_groups: what the jobs may invoke, read or
         describe. Default none (the continuous group is added).
-      mlflow_tracking_server_arn: the MLflow tracking server jobs may log to. Default none (mlflow refused).
+      mlflow_tracking_server_arn: the MLflow tracking server jobs may log to; with endpoints, adds its
+        interface endpoint (``SageMakerMlflow``). Default none (mlflow refused).
+      model_artifact_uris, model_artifact_key, jumpstart_models: model artifacts the jobs download and serve
+        (see EvaluationRole). Default none.
       existing_role: the job role. existing_pipeline_role: the pipeline role. Default: create them.
       instance_type, report_instance_type, instance_count, volume_size_gb, max_runtime_seconds,
       max_parallel_steps, quality_gate: see EvaluationPipeline.
@@ -131,6 +134,9 @@ class EvaluationPlatform(Construct):
         secret_arns: Sequence[str] = (),
         model_package_groups: Sequence[str] = (),
         mlflow_tracking_server_arn: str | None = None,
+        model_artifact_uris: Sequence[str] = (),
+        model_artifact_key: kms.IKey | None = None,
+        jumpstart_models: Sequence[str] = (),
         existing_role: iam.IRole | None = None,
         existing_pipeline_role: iam.IRole | None = None,
         instance_type: str = defaults.INSTANCE_TYPE,
@@ -182,6 +188,7 @@ class EvaluationPlatform(Construct):
                 max_azs=max_azs,
                 endpoints=endpoints if create_endpoints else (),
                 skip_endpoints=skip_endpoints,
+                mlflow_tracking_server_arn=mlflow_tracking_server_arn,
                 egress_prefix_lists=egress_prefix_lists,
                 name_prefix=self.name_prefix,
                 flow_log_retention=log_retention,
@@ -207,6 +214,9 @@ class EvaluationPlatform(Construct):
             model_package_groups=list(dict.fromkeys(groups)),
             network=self.network,
             mlflow_tracking_server_arn=mlflow_tracking_server_arn,
+            model_artifact_uris=model_artifact_uris,
+            model_artifact_key=model_artifact_key,
+            jumpstart_models=jumpstart_models,
             existing_role=existing_role,
         )
         self.pipeline_role = PipelineRole(

@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import re
 from collections.abc import Sequence
+from dataclasses import dataclass, field
 
 from aws_cdk import ArnFormat, Stack
 from aws_cdk import aws_ecr as ecr
@@ -17,6 +19,7 @@ from evalstack.constructs.network import EvaluationNetwork
 
 # SageMaker Pipelines names the processing jobs it creates "pipelines-<execution id>-<step>-<suffix>".
 PIPELINE_JOB_PATTERN = "pipelines-*"
+_JUMPSTART_ID = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]*")
 # Cross-region inference profile ids carry a geography prefix (e.g. "us.anthropic.claude-...").
 _PROFILE_PREFIXES = ("us.", "eu.", "apac.", "us-gov.", "global.", "jp.", "au.", "ca.")
 ECR_PULL_ACTIONS = ("ecr:BatchCheckLayerAvailability", "ecr:BatchGetImage", "ecr:GetDownloadUrlForLayer")
@@ -87,8 +90,9 @@ class EvaluationRole(_ScopedRole):
     only: no SageMaker control plane (no sagemaker:Create*), no iam:PassRole. No wildcard actions.
 
     Props:
-      bucket: the EvaluationBucket (required): read ``dataset_prefixes`` and the output prefix, write only
-        under the output prefix, read the trigger's specs of ``spec_pipelines`` (never write control/).
+      bucket: the EvaluationBucket (required): read ``dataset_prefixes`` and the output prefix, create objects
+        only under the output prefix and never replace one (write-once), read the trigger's specs of
+        ``spec_pipelines`` (never write control/).
       dataset_prefixes: default ``(bucket.dataset_prefix,)``.
       spec_pipelines: pipeline names whose ``control/<pipeline>/specs/`` the jobs read. Default none.
       image_repositories: ECR repositories the processing image comes from (the only images the jobs
@@ -99,9 +103,21 @@ class EvaluationRole(_ScopedRole):
       model_package_groups: groups whose packages the jobs may describe. Default none.
       network: EvaluationNetwork; grants ENI management only inside its VPC. Default none.
       mlflow_tracking_server_arn: a SageMaker MLflow tracking server the jobs log to. Default none.
+      model_artifact_uris: ``s3://`` URIs of model artifacts the jobs download and serve (a package's
+        ``ModelDataUrl`` or ``ModelDataSource``): an object (``s3://b/m/model.tar.gz``) is read as named; a
+        prefix ends in ``/`` (``s3://b/m/llm/``) and is read and listed below it. Default none.
+      model_artifact_key: the KMS key of those artifacts: kms:Decrypt through S3 only. Default none.
+      jumpstart_models: JumpStart model ids (``jumpstart:<id>`` references) the jobs serve: the regional
+        JumpStart buckets' manifest, and the objects whose keys name one of these ids. Default none.
       existing_role: bring your own role; the same policy is attached to it. Default: create one.
 
-    Attributes: ``role``, ``policy`` (the iam.Policy that pipelines must depend on).
+    Inside a VPC, the S3 endpoint of ``network`` (when it made one) also lets the artifacts through.
+
+    Writes under the output prefix are write-once (``EvaluationBucket.grant_write_once_output``).
+
+    Attributes: ``role``, ``policy`` (the iam.Policy that pipelines must depend on),
+    ``bucket_policy_denies`` (whether the bucket policy repeats the write-once rules as Denies for
+    this role: only a bucket policy of this stack can name it).
     """
 
     def __init__(
@@ -119,6 +135,9 @@ class EvaluationRole(_ScopedRole):
         model_package_groups: Sequence[str] = (),
         network: EvaluationNetwork | None = None,
         mlflow_tracking_server_arn: str | None = None,
+        model_artifact_uris: Sequence[str] = (),
+        model_artifact_key: kms.IKey | None = None,
+        jumpstart_models: Sequence[str] = (),
         existing_role: iam.IRole | None = None,
     ) -> None:
         super().__init__(
@@ -129,7 +148,8 @@ class EvaluationRole(_ScopedRole):
         )
         self.bucket = bucket
         bucket.grant_read_datasets(self.policy, tuple(dataset_prefixes or (bucket.dataset_prefix,)))
-        bucket.grant_read_write_output(self.policy)
+        bucket.grant_write_once_output(self.policy)
+        self.bucket_policy_denies = bucket.deny_output_rewrites(self.role, self)
         if spec_pipelines:
             bucket.grant_read_specs(self.policy, tuple(spec_pipelines))
         self._grant_volume_encryption(bucket.key)
@@ -197,6 +217,35 @@ class EvaluationRole(_ScopedRole):
             self._grant_network(network)
         if mlflow_tracking_server_arn:
             self._add("TrackToMlflowServer", list(MLFLOW_ACTIONS), [mlflow_tracking_server_arn])
+        reads = _artifact_reads(model_artifact_uris, self._stack.partition)
+        reads.merge(_jumpstart_reads(jumpstart_models, self._stack.partition, self._stack.region))
+        if reads.objects:
+            self._grant_artifact_reads(reads, network)
+        if model_artifact_key is not None:
+            self._add(
+                "DecryptModelArtifacts",
+                ["kms:Decrypt"],
+                [model_artifact_key.key_arn],
+                {"StringEquals": {"kms:ViaService": f"s3.{self._stack.region}.amazonaws.com"}},
+            )
+
+    def _grant_artifact_reads(self, reads: _ArtifactReads, network: EvaluationNetwork | None) -> None:
+        reason = (
+            "Model artifacts named by the model_artifact_uris prefixes and jumpstart_models ids: a prefix holds "
+            "the files of one uncompressed model; JumpStart keys of one model id differ by version and layout."
+        )
+        self._add("ReadModelArtifacts", ["s3:GetObject"], sorted(reads.objects), wildcard_reason=reason)
+        if reads.listed_prefixes:
+            # IAM has no per-bucket condition within one statement: each listed bucket accepts each prefix.
+            # Listing reveals key names only; GetObject above stays exact.
+            self._add(
+                "ListModelArtifactPrefixes",
+                ["s3:ListBucket"],
+                sorted(reads.listed_buckets),
+                {"StringLike": {"s3:prefix": sorted(reads.listed_prefixes)}},
+            )
+        if network is not None:
+            network.allow_s3_reads(sorted(reads.objects), sorted(reads.listed_buckets))
 
     def _bedrock_arns(self, model: str) -> list[str]:
         if model.startswith("arn:"):
@@ -332,6 +381,59 @@ class PipelineRole(_ScopedRole):
         job_role.grant_pass_role(self.policy)
         # The Report step's property file (evaluation.json) is read by the pipeline itself.
         bucket.grant_read_output(self.policy)
+
+
+@dataclass
+class _ArtifactReads:
+    """S3 object ARNs the jobs may get, and the buckets and prefixes they may list."""
+
+    objects: set[str] = field(default_factory=set)
+    listed_buckets: set[str] = field(default_factory=set)
+    listed_prefixes: set[str] = field(default_factory=set)
+
+    def merge(self, other: _ArtifactReads) -> None:
+        self.objects |= other.objects
+        self.listed_buckets |= other.listed_buckets
+        self.listed_prefixes |= other.listed_prefixes
+
+
+def _artifact_reads(uris: Sequence[str], partition: str) -> _ArtifactReads:
+    reads = _ArtifactReads()
+    for index, uri in enumerate(uris):
+        bucket, _, key = uri.removeprefix("s3://").partition("/")
+        if not uri.startswith("s3://") or not bucket or not key or "*" in uri or "?" in uri:
+            raise ValueError(
+                f"EvaluationRole.model_artifact_uris[{index}]: {uri!r} must be s3://<bucket>/<key> of an object, "
+                "or of a prefix ending in '/', without wildcards"
+            )
+        bucket_arn = f"arn:{partition}:s3:::{bucket}"
+        if key.endswith("/"):
+            reads.objects.add(f"{bucket_arn}/{key}*")
+            reads.listed_buckets.add(bucket_arn)
+            reads.listed_prefixes.add(f"{key}*")
+        else:
+            reads.objects.add(f"{bucket_arn}/{key}")
+    return reads
+
+
+def _jumpstart_reads(model_ids: Sequence[str], partition: str, region: str) -> _ArtifactReads:
+    reads = _ArtifactReads()
+    if not model_ids:
+        return reads
+    buckets = [f"arn:{partition}:s3:::{template.format(region=region)}" for template in defaults.JUMPSTART_BUCKETS]
+    # The manifest lists every model; the rest (spec files, tarballs, uncompressed prefixes) sit under keys
+    # that name the model id, e.g. "meta-textgeneration/meta-textgeneration-llama-2-7b/artifacts/...".
+    reads.objects.add(f"{buckets[0]}/{defaults.JUMPSTART_MANIFEST_KEY}")
+    for index, model_id in enumerate(model_ids):
+        if not _JUMPSTART_ID.fullmatch(model_id):
+            raise ValueError(
+                f"EvaluationRole.jumpstart_models[{index}]: {model_id!r} is not a JumpStart model id "
+                "(letters, digits, '.', '_' and '-'; no 'jumpstart:' prefix or '@version')"
+            )
+        reads.objects.update(f"{bucket}/*{model_id}*" for bucket in buckets)
+        reads.listed_prefixes.add(f"*{model_id}*")
+    reads.listed_buckets.update(buckets)
+    return reads
 
 
 def processing_job_conditions(

@@ -119,7 +119,8 @@ class RecordBuilder:
     def _check_unicode(self, line: int, column: str, value: Any) -> None:
         """Reject lone surrogates (JSON ``"\\ud800"`` escapes): no encoder can send or write them."""
         if isinstance(value, str):
-            surrogate = _SURROGATE.search(value)
+            # isascii() is O(1) on CPython's str and rules out a surrogate for most text without a scan.
+            surrogate = None if value.isascii() else _SURROGATE.search(value)
             if surrogate is not None:
                 problem = f"lone surrogate U+{ord(surrogate[0]):04X} at character {surrogate.start() + 1}"
                 raise self._error(line, f"field {column!r}: {problem}; text must be valid Unicode")

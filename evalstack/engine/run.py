@@ -10,20 +10,25 @@ import contextlib
 import json
 import re
 import tempfile
-from collections.abc import Sequence
+from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass
-from typing import Any
+from itertools import islice
+from pathlib import Path
+from typing import IO, Any
 
 from evalstack import storage
 from evalstack.catalog.hyperparameters import request_concurrency
+from evalstack.engine.serving import add_serving, record_serving
 from evalstack.engine.tasks import build_task, model_reference, primary_metric
 from evalstack.models import cached_backend
 from evalstack.results.headline import headline, with_headline
-from evalstack.results.writer import EvaluationResult, dumps, render_report, role_files
+from evalstack.results.sample_timings import ShardTimer, merge_sample_timings
+from evalstack.results.writer import EvaluationResult, SamplesFile, dumps, render_report, role_files
 from evalstack.spec import EvaluationSpec
-from evalstack.task import Aggregate, EvalTask
+from evalstack.task import Aggregate, EvalTask, Item, StreamingTask
 
 PROGRESS_CHUNK = 256
+SCORING_CHUNK = 4096
 PROGRESS_NAME = re.compile(r"/shard-\d{5}-of-\d{5}\.json$")
 SHARD_NAME = re.compile(r"shard-(\d{5})-of-(\d{5})\.jsonl$")
 
@@ -53,25 +58,55 @@ def run_shard(
     if not 0 <= shard_index < shard_count:
         raise ValueError(f"shard index {shard_index} is outside 0..{shard_count - 1}")
     task = task or build_task(spec, role)
-    items = task.items()[shard_index::shard_count]
+    count, every = _items(task)
+    total = len(range(shard_index, count, shard_count))
+    items = islice(every, shard_index, None, shard_count)
     # Items run in chunks big enough to keep every connection busy; after each chunk the shard's
-    # progress file says how far it got, which `evalstack evaluate` shows as a progress bar.
+    # progress file says how far it got, which `evalstack evaluate` shows as a progress bar. Records
+    # go to a local file as they are made and are uploaded once complete: memory holds one chunk.
     concurrency = request_concurrency(spec.hyperparameters)
-    chunk = max(PROGRESS_CHUNK, 8 * concurrency)
+    needs_model = task.needs_model and total > 0
+    # Without a model a chunk is only scoring work, so chunks are larger and progress writes fewer.
+    chunk = max(PROGRESS_CHUNK, 8 * concurrency) if needs_model else SCORING_CHUNK
     progress = progress_uri(output_uri, role, shard_index, shard_count)
-    records: list[dict[str, Any]] = []
+    done = 0
+    timer = ShardTimer(shard_index, shard_count)  # per-sample model time: sample_timings.py
     with contextlib.ExitStack() as stack:
+        folder = stack.enter_context(tempfile.TemporaryDirectory(prefix="evalstack-shard-"))
+        path = Path(folder, "records.jsonl")
+        out = stack.enter_context(path.open("w", encoding="utf-8"))
         model = None
-        if task.needs_model and items:
+        if needs_model:
             model = stack.enter_context(cached_backend(model_reference(spec, role), max_concurrency=concurrency))
-        for start in range(0, len(items), chunk):
-            records.extend(task.run(items[start : start + chunk], model))
+            prefix = records_prefix(output_uri, role)
+            record_serving(prefix, shard_index, shard_count, model, kms_key_id=spec.kms_key_id)
+            model = timer.wrap(model)
+        while batch := list(islice(items, chunk)):
+            records = task.run(batch, model)
+            if model is not None:  # only model answers carry times; walking scored records would cost
+                timer.add(records)
+            out.writelines(json.dumps(r, sort_keys=True) + "\n" for r in records)
+            done += len(records)
+            del batch, records  # before the next chunk is read, so only one is ever held
             storage.write_text(
-                progress, json.dumps({"done": len(records), "total": len(items)}), kms_key_id=spec.kms_key_id
+                progress,
+                json.dumps({"done": done, "total": total}),
+                kms_key_id=spec.kms_key_id,
+                replace=True,  # rewritten after every chunk: the one output that is not write-once
             )
-    uri = shard_uri(output_uri, role, shard_index, shard_count)
-    storage.write_text(uri, "".join(json.dumps(r, sort_keys=True) + "\n" for r in records), kms_key_id=spec.kms_key_id)
+        out.close()
+        timer.write(output_uri, role, spec.kms_key_id)  # before the records, whose presence marks a finished shard
+        uri = shard_uri(output_uri, role, shard_index, shard_count)
+        storage.upload_file(path, uri, kms_key_id=spec.kms_key_id)
     return uri
+
+
+def _items(task: EvalTask) -> tuple[int, Iterator[Item]]:
+    """How many items the task has, and the items: streamed when the task can (see ``StreamingTask``)."""
+    if isinstance(task, StreamingTask):
+        return task.item_count(), task.iter_items()
+    items = task.items()
+    return len(items), iter(items)
 
 
 def progress_uri(output_uri: str, role: str, index: int, count: int) -> str:
@@ -89,13 +124,15 @@ def read_progress(output_uri: str) -> tuple[int, int]:
     return done, total
 
 
-def read_records(output_uri: str, role: str) -> list[dict[str, Any]]:
-    """Every shard's records; fails if a shard is missing or shard counts disagree."""
+def shard_uris(output_uri: str, role: str) -> list[str]:
+    """Every shard's records file, in shard order; fails if a shard is missing or shard counts disagree."""
     found: dict[int, str] = {}
     counts = set()
     for uri in storage.list_uris(records_prefix(output_uri, role)):
         match = SHARD_NAME.search(uri)
-        if match:
+        # Only shard files directly under the prefix: S3 outputs are write-once, but another execution's
+        # job code can still add keys, e.g. records/<role>/x/shard-00000-of-00001.jsonl.
+        if match and uri == storage.join(records_prefix(output_uri, role), match.group(0)):
             found[int(match.group(1))] = uri
             counts.add(int(match.group(2)))
     if len(counts) != 1:
@@ -106,10 +143,43 @@ def read_records(output_uri: str, role: str) -> list[dict[str, Any]]:
     missing = sorted(set(range(count)) - set(found))
     if missing:
         raise RuntimeError(f"{records_prefix(output_uri, role)}: missing shard(s) {missing} of {count}")
+    return [found[index] for index in range(count)]
+
+
+def read_records(output_uri: str, role: str) -> list[dict[str, Any]]:
+    """Every shard's records, shard after shard (for tasks that aggregate lists)."""
     records: list[dict[str, Any]] = []
-    for index in range(count):
-        records.extend(json.loads(line) for line in storage.read_text(found[index]).splitlines() if line)
+    for uri in shard_uris(output_uri, role):
+        records.extend(json.loads(line) for line in storage.read_text(uri).splitlines() if line)
     return records
+
+
+def merged_records(output_uri: str, role: str, item_ids: Iterable[str]) -> Iterator[dict[str, Any]]:
+    """The shards' records in item order, streamed: item ``i`` is line ``i // count`` of shard
+    ``i % count``, so a round-robin over the shard files is the merge, holding one line per shard.
+    Each record must be the next of ``item_ids``: the shards cover the items exactly once."""
+    uris = shard_uris(output_uri, role)
+    with contextlib.ExitStack() as stack:
+        shards = [_lines(stack.enter_context(storage.open_text(uri))) for uri in uris]
+        for position, item_id in enumerate(item_ids):
+            line = next(shards[position % len(shards)], None)
+            record = None if line is None else json.loads(line)
+            if record is None or record["id"] != item_id:
+                found = "no record" if record is None else f"record {record['id']!r}"
+                raise RuntimeError(
+                    f"{uris[position % len(uris)]}: {found} where item {position} ({item_id!r}) belongs; "
+                    "shard records do not cover the items exactly once"
+                )
+            yield record
+        extra = next((uri for uri, lines in zip(uris, shards, strict=True) if next(lines, None) is not None), None)
+        if extra is not None:
+            raise RuntimeError(
+                f"{extra}: records beyond the task's items; shard records do not cover the items exactly once"
+            )
+
+
+def _lines(handle: IO[str]) -> Iterator[str]:
+    return (line for line in handle if line.strip())
 
 
 @dataclass
@@ -157,21 +227,52 @@ def _ordered(task: EvalTask, records: Sequence[dict[str, Any]]) -> list[dict[str
     return sorted(records, key=lambda r: order[r["id"]])
 
 
-def _finish_role(
-    spec: EvaluationSpec, role: str, records_uri: str, task: EvalTask | None
-) -> tuple[EvaluationResult, list[dict[str, Any]], Aggregate, EvalTask]:
+@dataclass
+class _Role:
+    result: EvaluationResult
+    agg: Aggregate
+    task: EvalTask
+    samples: Path  # the finished samples.jsonl, in a local scratch folder
+    records: list[dict[str, Any]] | None  # held only for tasks that aggregate lists
+
+
+def _finish_role(spec: EvaluationSpec, role: str, records_uri: str, task: EvalTask | None, scratch: str) -> _Role:
     task = task or build_task(spec, role)
-    records = _ordered(task, read_records(records_uri, role))
-    agg = task.aggregate(records)
+    path = Path(scratch, role, "samples.jsonl")
+    records: list[dict[str, Any]] | None = None
+    with SamplesFile(path) as samples:
+        if isinstance(task, StreamingTask):
+            ids = (item.id for item in task.iter_items())
+            agg = task.aggregate_stream(merged_records(records_uri, role, ids), samples.write)
+        else:
+            records = _ordered(task, read_records(records_uri, role))
+            agg = task.aggregate(records)
+            for record in records:
+                extra = agg.sample_scores.get(record["id"])
+                if extra:
+                    record["scores"] = {**record.get("scores", {}), **extra}
+                samples.write(record)
+    add_serving(agg.details, records_prefix(records_uri, role))  # when the job served the model itself
+    if role in spec.model_resolution:  # how the caller's model argument became this reference
+        agg.details["model_resolution"] = spec.model_resolution[role]
     primary = primary_metric(spec, agg)
     agg.metrics = headline(agg.metrics, primary)
     if primary is not None:
         agg.details["primary_metric"] = primary.name
-    for record in records:
-        extra = agg.sample_scores.get(record["id"])
-        if extra:
-            record["scores"] = {**record.get("scores", {}), **extra}
-    return _result(spec, task, role, agg, len(records)), records, agg, task
+    return _Role(_result(spec, task, role, agg, samples.count), agg, task, path, records)
+
+
+def _comparison(spec: EvaluationSpec, candidate: _Role, base: _Role) -> dict[str, Any]:
+    from evalstack.results.compare import compare, compare_pairs, joined_pairs
+
+    task_compare = getattr(candidate.task, "compare", None)
+    if task_compare is not None:
+        return task_compare(candidate.records, base.records)
+    seed = int(spec.hyperparameters.get("seed", 1234))
+    if candidate.records is not None and base.records is not None:
+        return compare(candidate.records, base.records, candidate.agg, base.agg, seed)
+    with candidate.samples.open(encoding="utf-8") as cand, base.samples.open(encoding="utf-8") as other:
+        return compare_pairs(joined_pairs(cand, other), candidate.agg, base.agg, seed)
 
 
 def report(
@@ -180,30 +281,31 @@ def report(
     """Merge shards, aggregate, write results (and the comparison when the base ran).
 
     Records are read from ``records_uri`` (default: the output itself, where pipeline steps put them).
-    Every file's content is built before the first one is written, so a failing scorer, judge or
-    comparison leaves no results behind; results.json goes last, as the mark of a complete role.
+    Every file is complete (samples.jsonl in a local scratch file) before the first one is written,
+    so a failing scorer, judge or comparison leaves no results behind; results.json goes last, as
+    the mark of a complete role.
     """
     records_uri = records_uri or output_uri
     tasks = tasks or {}
-    candidate, cand_records, cand_agg, task = _finish_role(spec, "candidate", records_uri, tasks.get("candidate"))
-    out = Report(candidate)
-    files: dict[str, str] = role_files(role_uri(output_uri, "candidate"), candidate, cand_records)
-    if spec.evaluate_base_model:
-        out.base, base_records, base_agg, _ = _finish_role(spec, "base", records_uri, tasks.get("base"))
-        files.update(role_files(role_uri(output_uri, "base"), out.base, base_records))
-        task_compare = getattr(task, "compare", None)
-        if task_compare is not None:
-            comparison = task_compare(cand_records, base_records)
-        else:
-            from evalstack.results.compare import compare
-
-            seed = int(spec.hyperparameters.get("seed", 1234))
-            comparison = compare(cand_records, base_records, cand_agg, base_agg, seed)
-        out.comparison = with_headline(comparison, primary_metric(spec, cand_agg))
-        files[storage.join(output_uri, "comparison.json")] = dumps(out.comparison)
-    files[storage.join(output_uri, "report.md")] = render_report(candidate, out.comparison)
+    with tempfile.TemporaryDirectory(prefix="evalstack-report-") as scratch:
+        candidate = _finish_role(spec, "candidate", records_uri, tasks.get("candidate"), scratch)
+        out = Report(candidate.result)
+        uploads = {storage.join(role_uri(output_uri, "candidate"), "samples.jsonl"): candidate.samples}
+        files: dict[str, str] = role_files(role_uri(output_uri, "candidate"), candidate.result)
+        if spec.evaluate_base_model:
+            base = _finish_role(spec, "base", records_uri, tasks.get("base"), scratch)
+            out.base = base.result
+            uploads[storage.join(role_uri(output_uri, "base"), "samples.jsonl")] = base.samples
+            files.update(role_files(role_uri(output_uri, "base"), base.result))
+            out.comparison = with_headline(_comparison(spec, candidate, base), primary_metric(spec, candidate.agg))
+            files[storage.join(output_uri, "comparison.json")] = dumps(out.comparison)
+        files[storage.join(output_uri, "report.md")] = render_report(candidate.result, out.comparison)
+        for uri, path in uploads.items():
+            storage.upload_file(path, uri, kms_key_id=spec.kms_key_id)
     for uri in sorted(files, key=lambda u: u.endswith("/results.json")):
         storage.write_text(uri, files[uri], kms_key_id=spec.kms_key_id)
+    for role in ("candidate", "base") if out.base is not None else ("candidate",):
+        merge_sample_timings(records_uri, role, role_uri(output_uri, role), spec.kms_key_id)  # beside samples.jsonl
     return out
 
 
@@ -217,7 +319,7 @@ def evaluate_in_process(spec: EvaluationSpec, output_uri: str) -> Report:
     roles = ["candidate", "base"] if spec.evaluate_base_model else ["candidate"]
     tasks = {role: build_task(spec, role) for role in roles}
     for task in tasks.values():
-        task.items()
+        _items(task)
     with tempfile.TemporaryDirectory(prefix="evalstack-records-") as scratch:
         for role, task in tasks.items():
             run_shard(spec, role, 0, 1, scratch, task=task)

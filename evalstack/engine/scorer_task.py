@@ -1,40 +1,34 @@
 """The custom-scorer task: score a dataset's responses with preset metrics or a user scorer.
 
 Responses come from the dataset when every record has one; otherwise the model generates them.
-Scoring happens in ``aggregate`` because corpus metrics (BLEU, macro F1) need every record at once.
+Everything streams: items come from the reader, ``run`` scores each chunk's samples (the per-sample
+values of ROUGE, METEOR, BERTScore, BLEU and accuracy), and ``aggregate_stream`` folds the merged
+records into online state (sums, confusion counts, BLEU statistics) while passing each one on to
+samples.jsonl. Only a custom scorer that neither returns per-sample values nor aggregates batches
+sees the whole dataset at once, up to ``WHOLE_DATASET_SAMPLES`` (see evalstack.metrics.custom).
 """
 
 from __future__ import annotations
 
-import math
-from collections.abc import Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
+from itertools import islice
 from typing import Any
 
 from evalstack import storage
 from evalstack.catalog import BuiltInMetric
 from evalstack.catalog.hyperparameters import Hyperparameters
-from evalstack.data import DatasetReader
+from evalstack.data import DatasetReader, DatasetSummary
 from evalstack.data.items import record_item
-from evalstack.metrics import MetricResult, compute_preset, load_scorer, run_custom_scorer
+from evalstack.metrics import MetricResult, PresetScorer, load_scorer, run_custom_scorer
+from evalstack.metrics.custom import ScorerStream, scores_whole_dataset
+from evalstack.metrics.registry import Z_95
 from evalstack.models.base import ModelBackend
 from evalstack.models.prompts import answer_prompts
 from evalstack.spec import EvaluationSpec
 from evalstack.task import Aggregate, Item
 
-# Presets whose corpus value is the mean of their per-sample values, so a standard error is defined.
-MEAN_OF_SAMPLES = frozenset(
-    {BuiltInMetric.ACCURACY, BuiltInMetric.ROUGE, BuiltInMetric.METEOR, BuiltInMetric.BERTSCORE}
-)
-Z_95 = 1.959963984540054
-
-
-def mean_stderr(values: Sequence[float]) -> float:
-    """Sample standard deviation (n-1) over sqrt(n), as lm-evaluation-harness reports it."""
-    n = len(values)
-    if n < 2:
-        return float("nan")
-    mu = sum(values) / n
-    return math.sqrt(sum((v - mu) ** 2 for v in values) / (n - 1) / n)
+# Records per aggregation chunk in the Report step: what it holds at once besides online state.
+AGGREGATE_CHUNK = 4096
 
 
 class ScorerTask:
@@ -46,23 +40,45 @@ class ScorerTask:
         self.role = role
         self.hp = Hyperparameters.for_kind("custom_scorer", spec.hyperparameters).to_dict()
         self._reader = DatasetReader(spec.dataset, limit=self.hp["limit"])
-        self._items: list[Item] | None = None
+        self._summary: DatasetSummary | None = None
+
+    def iter_items(self) -> Iterator[Item]:
+        """Every item, streamed from the dataset; a complete pass also records the dataset's summary."""
+        for record in self._reader:
+            yield record_item(record)
+        self._summary = self._reader.summary
 
     def items(self) -> list[Item]:
-        if self._items is None:
-            self._items = [record_item(r) for r in self._reader]
-        return self._items
+        return list(self.iter_items())
+
+    def scan(self) -> DatasetSummary:
+        """Validate the whole dataset in one pass without keeping it (once; later calls reuse it)."""
+        if self._summary is None:
+            for _ in self.iter_items():
+                pass
+        assert self._summary is not None
+        return self._summary
+
+    def item_count(self) -> int:
+        return self.scan().count
 
     @property
     def needs_model(self) -> bool:
-        self.items()
-        return self.role == "base" or not self._reader.summary.has_responses
+        return self.role == "base" or not self.scan().has_responses
 
     def dataset_sha256(self) -> str:
-        self.items()
-        return self._reader.summary.sha256
+        return self.scan().sha256
+
+    def _presets(self) -> list[PresetScorer]:
+        return [PresetScorer(name, self.hp) for name in self.spec.metrics]
 
     def run(self, items: Sequence[Item], model: ModelBackend | None) -> list[dict[str, Any]]:
+        no_reference = next((item for item in items if item.data["reference"] is None), None)
+        if no_reference is not None:
+            raise ValueError(
+                f"{self.spec.dataset.uri}: line {no_reference.data['line']}: field "  # type: ignore[union-attr]
+                f"{self.spec.dataset.columns.reference!r}: missing; scoring needs a reference for every record"  # type: ignore[union-attr]
+            )
         missing = [item for item in items if self.role == "base" or item.data["response"] is None]
         generated: dict[str, str] = {}
         if missing:
@@ -72,7 +88,7 @@ class ScorerTask:
                 )
             answers = answer_prompts(model, [item.data["prompt"] for item in missing], self.hp)
             generated = dict(zip((i.id for i in missing), answers, strict=True))
-        return [
+        records = [
             {
                 "id": item.id,
                 "subtask": None,
@@ -86,49 +102,90 @@ class ScorerTask:
             }
             for item in items
         ]
+        if records:
+            # Per-sample values are computed here, in the (sharded) evaluation step, chunk by chunk.
+            predictions = [r["response"] for r in records]
+            references = [r["reference"] for r in records]
+            for preset in self._presets():
+                for record, scores in zip(records, preset.score(predictions, references) or (), strict=False):
+                    record["scores"].update(scores)
+        return records
 
     def aggregate(self, records: Sequence[dict[str, Any]]) -> Aggregate:
-        no_reference = next((r for r in records if r["reference"] is None), None)
-        if no_reference is not None:
-            raise ValueError(
-                f"{self.spec.dataset.uri}: line {no_reference['line']}: field "  # type: ignore[union-attr]
-                f"{self.spec.dataset.columns.reference!r}: missing; scoring needs a reference for every record"  # type: ignore[union-attr]
+        """The list form of ``aggregate_stream``: custom per-sample scores land in the records themselves."""
+        return self.aggregate_stream(records, lambda _record: None, count=len(records))
+
+    def aggregate_stream(
+        self, records: Iterable[dict[str, Any]], emit: Callable[[dict[str, Any]], None], *, count: int | None = None
+    ) -> Aggregate:
+        """Fold records (in item order, as ``run`` made them) into the metrics, passing each record on to
+        ``emit`` with its final scores. ``count`` is the number of records, when the caller knows it."""
+        presets = self._presets()
+        agg = Aggregate(metrics={}, details={"signatures": {}, "generated_responses": 0})
+        scorer = load_scorer(storage.read_bytes(self.spec.custom_scorer_uri)) if self.spec.custom_scorer_uri else None
+        batch_size = self.hp["batch_size"]
+        held: list[dict[str, Any]] | None = None
+        stream: ScorerStream | None = None
+        if scorer is not None:
+            n = self.item_count() if count is None else count
+            if scores_whole_dataset(scorer, n):
+                held = []  # bounded by WHOLE_DATASET_SAMPLES
+            else:
+                stream = ScorerStream(scorer, n, batch_size)
+        # A chunk is a multiple of the scorer's batch, so batches are those of one whole-dataset call.
+        chunk_size = -(-AGGREGATE_CHUNK // batch_size) * batch_size
+        records = iter(records)
+        while chunk := list(islice(records, chunk_size)):
+            predictions = [r["response"] for r in chunk]
+            references = [r["reference"] for r in chunk]
+            for preset in presets:
+                preset.add(predictions, references, [r["scores"] for r in chunk])
+            agg.details["generated_responses"] += sum(r["generated"] for r in chunk)
+            if stream is not None:
+                per_sample = stream.feed(predictions, references, _metadata(chunk))
+                for record, scores in zip(chunk, per_sample or (), strict=False):
+                    record["scores"] = {**record["scores"], **scores}
+            if held is not None:
+                held.extend(chunk)
+                continue
+            for record in chunk:
+                emit(record)
+            del chunk  # before the next one is read, so only one chunk is ever held
+        for preset in presets:
+            self._add(agg, preset.metric, preset.result(), preset.stderr())
+        if held is not None:
+            result = run_custom_scorer(
+                scorer,  # type: ignore[arg-type]
+                [r["response"] for r in held],
+                [r["reference"] for r in held],
+                _metadata(held),
+                batch_size,
             )
-        predictions = [r["response"] for r in records]
-        references = [r["reference"] for r in records]
-        agg = Aggregate(
-            metrics={}, details={"signatures": {}, "generated_responses": sum(r["generated"] for r in records)}
-        )
-        for name in self.spec.metrics:
-            self._add(agg, records, BuiltInMetric(name), compute_preset(name, predictions, references, self.hp))
-        if self.spec.custom_scorer_uri:
-            scorer = load_scorer(storage.read_bytes(self.spec.custom_scorer_uri))
-            metadata = [{"prompt": r["prompt"], "line": r["line"], **r["metadata"]} for r in records]
-            result = run_custom_scorer(scorer, predictions, references, metadata, self.hp["batch_size"])
-            self._add(agg, records, None, result)
+            for record, scores in zip(held, result.per_sample or (), strict=False):
+                record["scores"] = {**record["scores"], **scores}
+            for record in held:
+                emit(record)
+        elif stream is not None:
+            result = stream.result()
+        if scorer is not None:
+            self._add(agg, None, result, {})
             declared = getattr(scorer, "primary_metric", None)
             if isinstance(declared, str) and declared in result.values:
                 agg.details["primary_metric"] = declared
         return agg
 
     @staticmethod
-    def _add(
-        agg: Aggregate, records: Sequence[dict[str, Any]], metric: BuiltInMetric | None, result: MetricResult
-    ) -> None:
+    def _add(agg: Aggregate, metric: BuiltInMetric | None, result: MetricResult, stderr: dict[str, float]) -> None:
         clash = set(result.values) & set(agg.metrics)
         if clash:
             raise ValueError(f"metric name(s) {sorted(clash)} reported twice; rename the custom scorer's keys")
         agg.metrics.update(result.values)
         agg.details["signatures"].update(result.signature)
-        if not result.per_sample:
-            return
-        for record, scores in zip(records, result.per_sample, strict=True):
-            agg.sample_scores.setdefault(record["id"], {}).update(scores)
-        if metric not in MEAN_OF_SAMPLES:
-            return
-        for key, value in result.values.items():
-            se = mean_stderr([s[key] for s in result.per_sample])
-            if math.isnan(se):
-                continue
+        for key, se in stderr.items():
+            value = result.values[key]
             agg.stderr[key] = se
             agg.confidence_intervals[key] = [value - Z_95 * se, value + Z_95 * se]
+
+
+def _metadata(records: Sequence[dict[str, Any]]) -> list[dict[str, Any]]:
+    return [{"prompt": r["prompt"], "line": r["line"], **r["metadata"]} for r in records]

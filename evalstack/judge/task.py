@@ -10,7 +10,6 @@ a rerun resumes. :meth:`JudgeTask.compare` adds the position-swapped pairwise co
 from __future__ import annotations
 
 import contextlib
-import re
 from collections.abc import Iterator, Sequence
 from functools import partial
 from typing import Any
@@ -29,7 +28,7 @@ from evalstack.judge.stats import summarise
 from evalstack.models import cached_backend
 from evalstack.models.base import ModelBackend
 from evalstack.models.prompts import answer_prompts
-from evalstack.models.reference import parse_model_reference
+from evalstack.models.reference import is_bedrock_shaped, parse_model_reference
 from evalstack.spec import EvaluationSpec
 from evalstack.task import Aggregate, Item
 
@@ -40,17 +39,11 @@ class JudgeParseError(ValueError):
     """Too many judge answers could not be parsed (hyperparameter max_parse_failure_rate)."""
 
 
-# Bedrock model ids ("anthropic.claude-3-sonnet-20240229-v1:0") and inference profile ids
-# ("us.anthropic...") are dotted provider.model names; their ":0" suffix is not a scheme.
-BEDROCK_ID = re.compile(r"^[a-z][a-z0-9-]*(\.[A-Za-z0-9_-]+)+(:[A-Za-z0-9_.-]+)?$")
-
-
 def judge_reference(evaluator_model: str) -> str:
     """The judge's model reference. A bare Bedrock model id, inference profile id or Bedrock ARN (as
     the reference API takes) means Bedrock, the default judge backend; anything else must be a full
     model reference. ValueError when it is neither."""
-    bare_arn = evaluator_model.startswith("arn:") and ":bedrock:" in evaluator_model
-    reference = f"bedrock:{evaluator_model}" if bare_arn or BEDROCK_ID.match(evaluator_model) else evaluator_model
+    reference = f"bedrock:{evaluator_model}" if is_bedrock_shaped(evaluator_model) else evaluator_model
     parsed = parse_model_reference(reference)
     if parsed.is_label:
         raise ValueError(

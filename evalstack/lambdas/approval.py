@@ -313,7 +313,9 @@ def verify(s3: Any, config: GateConfig, change: StatusChange) -> tuple[dict[str,
     if spec is None or spec.get("model") != package:
         model = shown((spec or {}).get("model"))
         return marker, [f"the spec at {spec_uri} evaluates {model}, not the marker's {package}"]
-    return marker, []
+    # Whether the verified spec ran the base: only then did the execution write comparison.json (job
+    # code can create a missing key under another execution's output, never replace one).
+    return {**marker, "evaluate_base_model": spec.get("evaluate_base_model") is True}, []
 
 
 def handler(event: Any, context: Any = None) -> dict[str, Any]:
@@ -361,11 +363,14 @@ def headline(results: dict[str, Any], comparison: dict[str, Any] | None, metric:
     }
 
 
-def assess(s3: Any, output: str, thresholds: Thresholds) -> tuple[Decision, dict[str, Any]]:
-    """The decision on the results under ``output`` (an execution's folder) and their headline numbers."""
+def assess(s3: Any, output: str, thresholds: Thresholds, with_base: bool = True) -> tuple[Decision, dict[str, Any]]:
+    """The decision on the results under ``output`` (an execution's folder) and their headline numbers;
+    comparison.json is read only ``with_base``."""
     results_uri = join_uri(output, "results.json")
     results, problem = _load(s3, results_uri, "results.json")
-    comparison, comparison_problem = _load(s3, join_uri(output, "comparison.json"), "comparison.json")
+    comparison, comparison_problem = (
+        _load(s3, join_uri(output, "comparison.json"), "comparison.json") if with_base else (None, None)
+    )
     if results is None or problem or comparison_problem:
         problems = [p for p in (problem, comparison_problem) if p]
         decision = Decision(UNDECIDED, problems or [f"{results_uri}: the succeeded execution wrote no results"])
@@ -433,7 +438,7 @@ def judge(event: Any, config: GateConfig, *, sm: Any, s3: Any, sns: Any) -> dict
                                    [why], **report)  # fmt: skip
         return {"status": "not-evaluated", **message}
 
-    decision, numbers = assess(s3, output, config.thresholds)
+    decision, numbers = assess(s3, output, config.thresholds, with_base=marker["evaluate_base_model"])
     if decision.status == UNDECIDED:
         log_error("gate.undecided", model_package_arn=package_arn, reasons=decision.reasons)
         message = notifier.publish(f"evalstack: results not usable, package stays {current}", "undecided",

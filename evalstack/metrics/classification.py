@@ -8,13 +8,16 @@ be evaluated as a binary classifier.
 
 from __future__ import annotations
 
+from collections import Counter
 from collections.abc import Sequence
 
+import numpy as np
 import sklearn
 from sklearn import metrics as skm
 
+from evalstack.catalog.hyperparameters import Hyperparameters
 from evalstack.catalog.metrics import BuiltInMetric
-from evalstack.metrics.result import MetricResult, custom_scorer_params, reference_lists
+from evalstack.metrics.result import reference_lists
 
 _AVERAGED = {
     BuiltInMetric.F1: skm.f1_score,
@@ -70,26 +73,51 @@ def _pos_label(average: str, pos_label: str | None, threshold: float | None, lab
     return pos_label
 
 
-def classification_metric(
-    metric: BuiltInMetric,
-    predictions: Sequence[str],
-    references: Sequence[str] | Sequence[Sequence[str]],
-    params: dict | None = None,
-) -> MetricResult:
-    hp = custom_scorer_params(params)
+def accuracy_samples(
+    predictions: Sequence[str], references: Sequence[str] | Sequence[Sequence[str]], hp: Hyperparameters
+) -> list[dict[str, float]]:
     y_pred, y_true = _labels(predictions, references, hp.threshold)
-    signature = {"scikit-learn": sklearn.__version__}
-    correct = [float(p == t) for p, t in zip(y_pred, y_true, strict=True)]
-    if metric is BuiltInMetric.ACCURACY:
-        value = float(skm.accuracy_score(y_true, y_pred))
-        return MetricResult({"accuracy": value}, [{"accuracy": c} for c in correct], signature)
-    if metric not in _AVERAGED:
-        raise ValueError(f"{metric} is not a classification metric")
-    pos_label = _pos_label(hp.average, hp.pos_label, hp.threshold, set(y_true) | set(y_pred))
-    # zero_division=0.0 is the value sklearn's default ("warn") gives, minus the warning.
-    kwargs = {"average": hp.average, "zero_division": 0.0}
-    if pos_label is not None:
-        kwargs["pos_label"] = pos_label
-    # f1/precision/recall are corpus-level only: a single sample has no F1 of its own.
-    value = float(_AVERAGED[metric](y_true, y_pred, **kwargs))
-    return MetricResult({metric.value: value}, None, signature)
+    return [{"accuracy": float(p == t)} for p, t in zip(y_pred, y_true, strict=True)]
+
+
+def signature(hp: Hyperparameters) -> dict[str, str]:
+    return {"scikit-learn": sklearn.__version__}
+
+
+class ConfusionCounts:
+    """precision, recall and F1 over chunks: a count per (true, predicted) label pair.
+
+    Every ``average`` of these metrics is a function of the confusion counts, so sklearn scores the
+    distinct pairs weighted by their counts, which is the whole corpus's value exactly.
+    """
+
+    def __init__(self, metric: BuiltInMetric, hp: Hyperparameters) -> None:
+        if metric not in _AVERAGED:
+            raise ValueError(f"{metric} is not a classification metric")
+        self.metric = metric
+        self.hp = hp
+        self.counts: Counter[tuple[str, str]] = Counter()
+
+    def add(self, predictions: Sequence[str], references: Sequence[str] | Sequence[Sequence[str]]) -> None:
+        y_pred, y_true = _labels(predictions, references, self.hp.threshold)
+        self.counts.update(zip(y_true, y_pred, strict=True))
+
+    def values(self) -> dict[str, float]:
+        if not self.counts:
+            raise ValueError("no predictions to score")
+        pairs = sorted(self.counts)
+        y_true = [t for t, _ in pairs]
+        y_pred = [p for _, p in pairs]
+        hp = self.hp
+        pos_label = _pos_label(hp.average, hp.pos_label, hp.threshold, set(y_true) | set(y_pred))
+        # zero_division=0.0 is the value sklearn's default ("warn") gives, minus the warning.
+        kwargs = {"average": hp.average, "zero_division": 0.0}
+        if pos_label is not None:
+            kwargs["pos_label"] = pos_label
+        weights = np.array([self.counts[pair] for pair in pairs], dtype=np.int64)
+        # f1/precision/recall are corpus-level only: a single sample has no F1 of its own.
+        value = float(_AVERAGED[self.metric](y_true, y_pred, sample_weight=weights, **kwargs))
+        return {self.metric.value: value}
+
+    def signature(self) -> dict[str, str]:
+        return signature(self.hp)

@@ -79,17 +79,14 @@ def _checked(result: Any, where: str, size: int) -> dict[str, float | list[float
 
 
 def _call(
-    scorer: CustomScorer, start: int, stop: int, args: tuple[Sequence[Any], ...], batch: int | None
+    scorer: CustomScorer, start: int, args: tuple[Sequence[Any], Sequence[Any], Sequence[Any] | None], batch: int | None
 ) -> tuple[Any, str]:
-    """The scorer's raw result for samples ``start:stop``, and how to name them in messages."""
+    """The scorer's raw result for ``args`` (the samples from ``start`` on), and how to name them in messages."""
     predictions, references, metadata = args
+    stop = start + len(predictions)
     where = f"samples {start}-{stop - 1}" if batch is None else f"batch {batch} (samples {start}-{stop - 1})"
     try:
-        return scorer.score(
-            list(predictions[start:stop]),
-            list(references[start:stop]),
-            None if metadata is None else list(metadata[start:stop]),
-        ), where
+        return scorer.score(list(predictions), list(references), None if metadata is None else list(metadata)), where
     except Exception as exc:  # any scorer failure becomes one error that says where
         name = type(scorer).__name__
         raise ScorerError(f"custom scorer {name} failed on {where}: {type(exc).__name__}: {exc}") from exc
@@ -102,6 +99,109 @@ def _not_streamable(scorer: CustomScorer, n: int, where: str, keys: list[str]) -
         "return one value per sample (a list) for mean metrics, or add an aggregate(batch_results) method "
         "that combines its batch results (e.g. sums counts and computes F1 from them)"
     )
+
+
+def _signature(scorer: CustomScorer) -> dict[str, str]:
+    return {
+        "custom_scorer": f"{type(scorer).__module__}.{type(scorer).__qualname__}",
+        "cloudpickle": importlib.metadata.version("cloudpickle"),
+    }
+
+
+def _checked_scorer(scorer: CustomScorer, batch_size: int) -> None:
+    if batch_size < 1:
+        raise ValueError(f"batch_size must be >= 1, got {batch_size}")
+    if not callable(getattr(scorer, "score", None)):
+        raise ScorerError(f"{type(scorer).__name__} has no score(predictions, ground_truth, metadata) method")
+
+
+def scores_whole_dataset(scorer: CustomScorer, n: int) -> bool:
+    """Whether ``n`` samples go to the scorer in one call (way 3) rather than batch by batch."""
+    return not callable(getattr(scorer, "aggregate", None)) and n <= WHOLE_DATASET_SAMPLES
+
+
+def _add_exact(partials: list[float], x: float) -> None:
+    """Add ``x`` to a running sum kept exactly as non-overlapping partials (Shewchuk, as math.fsum does)."""
+    i = 0
+    for y in partials:
+        if abs(x) < abs(y):
+            x, y = y, x
+        hi = x + y
+        lo = y - (hi - x)
+        if lo:
+            partials[i] = lo
+            i += 1
+        x = hi
+    partials[i:] = [x]
+
+
+class ScorerStream:
+    """The streamed ways (1 and 2) over a dataset of ``n`` samples fed in order, chunk by chunk.
+
+    A chunk is cut into ``batch_size`` batches (every chunk but the last must be a multiple of it),
+    so batch numbers and boundaries are those of one call over the whole dataset. Per-sample means
+    are exact sums (``math.fsum`` of all values), so chunking never changes a result.
+    """
+
+    def __init__(self, scorer: CustomScorer, n: int, batch_size: int = 8) -> None:
+        _checked_scorer(scorer, batch_size)
+        self.scorer = scorer
+        self.n = n
+        self.batch_size = batch_size
+        aggregate = getattr(scorer, "aggregate", None)
+        self._aggregate = aggregate if callable(aggregate) else None
+        self._batch_results: list[dict[str, float | list[float]]] = []
+        self._sums: dict[str, list[float]] = {}
+        self._start = 0
+        self._batch = 0
+
+    def feed(
+        self,
+        predictions: Sequence[str],
+        references: Sequence[Any],
+        metadata: Sequence[dict[str, Any]] | None = None,
+    ) -> list[dict[str, float]] | None:
+        """Score the next samples; their per-sample values (way 1) or None (way 2)."""
+        size = len(predictions)
+        if size != len(references):
+            raise ValueError(f"{size} predictions but {len(references)} references")
+        if metadata is not None and len(metadata) != size:
+            raise ValueError(f"{size} predictions but {len(metadata)} metadata records")
+        if self._start % self.batch_size:
+            raise ValueError(f"only the last chunk may be shorter than a multiple of batch_size {self.batch_size}")
+        samples: dict[str, list[float]] = {}
+        for start in range(0, size, self.batch_size):
+            stop = min(start + self.batch_size, size)
+            batch = (
+                predictions[start:stop],
+                references[start:stop],
+                None if metadata is None else metadata[start:stop],
+            )
+            result, where = _call(self.scorer, self._start, batch, self._batch)
+            checked = _checked(result, where, stop - start)
+            self._batch += 1
+            self._start += stop - start
+            if self._aggregate is not None:
+                self._batch_results.append(checked)
+                continue
+            single = [k for k, v in checked.items() if not isinstance(v, list)]
+            if single:
+                raise _not_streamable(self.scorer, self.n, where, single)
+            for key, values in checked.items():
+                samples.setdefault(key, []).extend(values)  # type: ignore[arg-type]
+                partials = self._sums.setdefault(key, [])
+                for value in values:  # type: ignore[union-attr]
+                    _add_exact(partials, value)
+        if self._aggregate is not None:
+            return None
+        return [{key: values[i] for key, values in samples.items()} for i in range(size)] if samples else None
+
+    def result(self) -> MetricResult:
+        if self._aggregate is not None:
+            values = _aggregated(self.scorer, self._aggregate, self._batch_results, self._start)
+        else:
+            values = {k: math.fsum(p) / self._start if self._start else math.nan for k, p in self._sums.items()}
+        return MetricResult(values, None, _signature(self.scorer))
 
 
 def run_custom_scorer(
@@ -121,44 +221,19 @@ def run_custom_scorer(
         raise ValueError(f"{n} predictions but {len(references)} references")
     if metadata is not None and len(metadata) != n:
         raise ValueError(f"{n} predictions but {len(metadata)} metadata records")
-    if batch_size < 1:
-        raise ValueError(f"batch_size must be >= 1, got {batch_size}")
-    if not callable(getattr(scorer, "score", None)):
-        raise ScorerError(f"{type(scorer).__name__} has no score(predictions, ground_truth, metadata) method")
-    args = (predictions, references, metadata)
-    aggregate = getattr(scorer, "aggregate", None)
-    if callable(aggregate):
-        values = _aggregated(scorer, aggregate, args, n, batch_size)
-        per_sample = None
-    elif n <= WHOLE_DATASET_SAMPLES:
-        result, where = _call(scorer, 0, n, args, None)
+    _checked_scorer(scorer, batch_size)
+    if scores_whole_dataset(scorer, n):
+        result, where = _call(scorer, 0, (predictions, references, metadata), None)
         values, per_sample = _combine([_checked(result, where, n)], n)
-    else:
-        batches = []
-        for batch, start in enumerate(range(0, n, batch_size)):
-            stop = min(start + batch_size, n)
-            result, where = _call(scorer, start, stop, args, batch)
-            checked = _checked(result, where, stop - start)
-            single = [k for k, v in checked.items() if not isinstance(v, list)]
-            if single:
-                raise _not_streamable(scorer, n, where, single)
-            batches.append(checked)
-        values, per_sample = _combine(batches, n)
-    signature = {
-        "custom_scorer": f"{type(scorer).__module__}.{type(scorer).__qualname__}",
-        "cloudpickle": importlib.metadata.version("cloudpickle"),
-    }
-    return MetricResult(values, per_sample, signature)
+        return MetricResult(values, per_sample, _signature(scorer))
+    stream = ScorerStream(scorer, n, batch_size)
+    per_sample = stream.feed(predictions, references, metadata)
+    return MetricResult(stream.result().values, per_sample, _signature(scorer))
 
 
 def _aggregated(
-    scorer: CustomScorer, aggregate: Any, args: tuple[Sequence[Any], ...], n: int, batch_size: int
+    scorer: CustomScorer, aggregate: Any, batch_results: list[dict[str, float | list[float]]], n: int
 ) -> dict[str, float]:
-    batch_results = []
-    for batch, start in enumerate(range(0, n, batch_size)):
-        stop = min(start + batch_size, n)
-        result, where = _call(scorer, start, stop, args, batch)
-        batch_results.append(_checked(result, where, stop - start))
     try:
         combined = aggregate(batch_results)
     except Exception as exc:  # as for score(): one error that says which call failed
@@ -174,8 +249,8 @@ def _aggregated(
 def _combine(
     results: list[dict[str, float | list[float]]], n: int
 ) -> tuple[dict[str, float], list[dict[str, float]] | None]:
-    """Per-sample lists become their mean over all ``n`` samples (and per-sample scores); numbers,
-    from a single whole-dataset call, are taken as they are."""
+    """A whole-dataset call's result: per-sample lists become their mean over all ``n`` samples (and
+    per-sample scores); numbers are taken as they are."""
     values: dict[str, float] = {}
     samples: dict[str, list[float]] = {}
     for result in results:

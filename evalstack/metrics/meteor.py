@@ -16,7 +16,8 @@ import nltk
 from nltk.tokenize import NLTKWordTokenizer
 from nltk.translate.meteor_score import meteor_score
 
-from evalstack.metrics.result import MetricResult, custom_scorer_params, mean, reference_lists
+from evalstack.catalog.hyperparameters import Hyperparameters
+from evalstack.metrics.result import reference_lists
 from evalstack.metrics.wordnet import load_wordnet
 
 TOKENIZER = NLTKWordTokenizer()
@@ -26,13 +27,12 @@ def tokenize(text: str) -> list[str]:
     return TOKENIZER.tokenize(text)
 
 
-def meteor(
-    predictions: Sequence[str], references: Sequence[str] | Sequence[Sequence[str]], params: dict | None = None
-) -> MetricResult:
-    hp = custom_scorer_params(params)
+def meteor_samples(
+    predictions: Sequence[str], references: Sequence[str] | Sequence[Sequence[str]], hp: Hyperparameters
+) -> list[dict[str, float]]:
     refs = reference_lists(predictions, references)
     wordnet = load_wordnet()
-    per_sample = [
+    return [
         {
             "meteor": float(
                 meteor_score(
@@ -47,9 +47,12 @@ def meteor(
         }
         for p, rs in zip(predictions, refs, strict=True)
     ]
-    signature = {
+
+
+def meteor_signature(hp: Hyperparameters) -> dict[str, str]:
+    wordnet = load_wordnet()
+    return {
         "nltk": nltk.__version__,
         "wordnet": f"WordNet {wordnet.get_version()} ({wordnet.root.path})",
         "tokenizer": "nltk.tokenize.NLTKWordTokenizer",
     }
-    return MetricResult({"meteor": mean([s["meteor"] for s in per_sample])}, per_sample, signature)

@@ -1,34 +1,164 @@
-"""One entry point for every preset metric: ``compute_preset``."""
+"""Every preset metric behind one online interface, and ``compute_preset`` for a whole corpus at once.
+
+A preset is scored in two halves so a corpus of any size streams through it in chunks:
+``PresetScorer.score`` gives per-sample values (where a sample has one), and ``PresetScorer.add``
+folds a chunk into running state (sums for the means, confusion counts for F1, sacrebleu's
+sufficient statistics for BLEU). ``result`` is then the value the canonical library gives on the
+whole corpus. ``compute_preset`` is the one-chunk case.
+"""
 
 from __future__ import annotations
 
+import math
 from collections.abc import Callable, Sequence
-from functools import partial
 from typing import Any
 
+from evalstack.catalog.hyperparameters import Hyperparameters
 from evalstack.catalog.metrics import CLASSIFICATION_METRICS, BuiltInMetric, resolve_builtin_metric
-from evalstack.metrics.bertscore import bertscore
-from evalstack.metrics.bleu import bleu
-from evalstack.metrics.classification import classification_metric
-from evalstack.metrics.meteor import meteor
-from evalstack.metrics.result import MetricResult
-from evalstack.metrics.rouge import rouge
+from evalstack.metrics.result import MetricResult, custom_scorer_params
 
-Adapter = Callable[[Sequence[str], Sequence[str] | Sequence[Sequence[str]], dict[str, Any] | None], MetricResult]
+References = Sequence[str] | Sequence[Sequence[str]]
+Samples = list[dict[str, float]]
 
-ADAPTERS: dict[BuiltInMetric, Adapter] = {
-    **{m: partial(classification_metric, m) for m in CLASSIFICATION_METRICS},
-    BuiltInMetric.BLEU: bleu,
-    BuiltInMetric.ROUGE: rouge,
-    BuiltInMetric.METEOR: meteor,
-    BuiltInMetric.BERTSCORE: bertscore,
-}
+# Presets whose corpus value is the mean of their per-sample values, so a standard error is defined.
+MEAN_OF_SAMPLES = frozenset(
+    {BuiltInMetric.ACCURACY, BuiltInMetric.ROUGE, BuiltInMetric.METEOR, BuiltInMetric.BERTSCORE}
+)
+Z_95 = 1.959963984540054
+
+
+class RunningMean:
+    """Mean (a left-to-right sum, as ``sum(values) / n``) and Welford's variance for the stderr."""
+
+    def __init__(self) -> None:
+        self.n = 0
+        self.total = 0.0
+        self._mean = 0.0
+        self._m2 = 0.0
+
+    def add(self, value: float) -> None:
+        self.n += 1
+        self.total += value
+        delta = value - self._mean
+        self._mean += delta / self.n
+        self._m2 += delta * (value - self._mean)
+
+    def mean(self) -> float:
+        return self.total / self.n if self.n else math.nan
+
+    def stderr(self) -> float:
+        """Sample standard deviation (n-1) over sqrt(n), as lm-evaluation-harness reports it."""
+        if self.n < 2:
+            return math.nan
+        return math.sqrt(max(self._m2, 0.0) / (self.n - 1) / self.n)
+
+
+def _samples_fn(metric: BuiltInMetric) -> Callable[[Sequence[str], References, Hyperparameters], Samples]:
+    # Imported per metric so that scoring ROUGE never loads torch (bertscore) or nltk (meteor).
+    if metric is BuiltInMetric.ACCURACY:
+        from evalstack.metrics.classification import accuracy_samples
+
+        return accuracy_samples
+    if metric is BuiltInMetric.ROUGE:
+        from evalstack.metrics.rouge import rouge_samples
+
+        return rouge_samples
+    if metric is BuiltInMetric.METEOR:
+        from evalstack.metrics.meteor import meteor_samples
+
+        return meteor_samples
+    if metric is BuiltInMetric.BERTSCORE:
+        from evalstack.metrics.bertscore import bertscore_samples
+
+        return bertscore_samples
+    from evalstack.metrics.bleu import bleu_samples
+
+    return bleu_samples
+
+
+def _signature(metric: BuiltInMetric, hp: Hyperparameters) -> dict[str, str]:
+    if metric in CLASSIFICATION_METRICS:
+        from evalstack.metrics.classification import signature
+
+        return signature(hp)
+    if metric is BuiltInMetric.ROUGE:
+        from evalstack.metrics.rouge import rouge_signature
+
+        return rouge_signature(hp)
+    if metric is BuiltInMetric.METEOR:
+        from evalstack.metrics.meteor import meteor_signature
+
+        return meteor_signature(hp)
+    from evalstack.metrics.bertscore import bertscore_signature
+
+    return bertscore_signature(hp)
+
+
+def mean_keys(metric: BuiltInMetric, hp: Hyperparameters) -> list[str]:
+    if metric is BuiltInMetric.ROUGE:
+        return list(hp.rouge_types)
+    if metric is BuiltInMetric.BERTSCORE:
+        return ["bertscore_precision", "bertscore_recall", "bertscore_f1"]
+    return [metric.value]
+
+
+class PresetScorer:
+    """One preset metric, scored chunk by chunk (see the module docstring)."""
+
+    def __init__(self, metric: BuiltInMetric | str, params: dict[str, Any] | Hyperparameters | None = None) -> None:
+        self.metric = resolve_builtin_metric(metric)
+        self.hp = params if isinstance(params, Hyperparameters) else custom_scorer_params(params)
+        self.means = {k: RunningMean() for k in mean_keys(self.metric, self.hp)} if self.is_mean else {}
+        self._corpus: Any = None
+        if self.metric is BuiltInMetric.BLEU:
+            from evalstack.metrics.bleu import BleuStats
+
+            self._corpus = BleuStats(self.hp)
+        elif self.metric in CLASSIFICATION_METRICS and not self.is_mean:
+            from evalstack.metrics.classification import ConfusionCounts
+
+            self._corpus = ConfusionCounts(self.metric, self.hp)
+
+    @property
+    def is_mean(self) -> bool:
+        return self.metric in MEAN_OF_SAMPLES
+
+    @property
+    def needs_texts(self) -> bool:
+        """Whether ``add`` reads predictions and references (corpus metrics) or only sample scores."""
+        return self._corpus is not None
+
+    def score(self, predictions: Sequence[str], references: References) -> Samples | None:
+        """Per-sample values of a chunk; None for F1/precision/recall, which have none."""
+        if self.metric in CLASSIFICATION_METRICS and not self.is_mean:
+            return None
+        return _samples_fn(self.metric)(predictions, references, self.hp)
+
+    def add(self, predictions: Sequence[str], references: References, scores: Sequence[dict[str, float]]) -> None:
+        """Fold a chunk in, in corpus order; ``scores`` holds each sample's values (at least this metric's)."""
+        if self._corpus is not None:
+            self._corpus.add(predictions, references)
+        for sample in scores if self.means else ():
+            for key, running in self.means.items():
+                running.add(sample[key])
+
+    def result(self) -> MetricResult:
+        """The corpus value (no per-sample values: the caller already has them from ``score``)."""
+        if self._corpus is not None:
+            return MetricResult(self._corpus.values(), None, self._corpus.signature())
+        if not next(iter(self.means.values())).n:
+            raise ValueError("no predictions to score")
+        return MetricResult({k: m.mean() for k, m in self.means.items()}, None, _signature(self.metric, self.hp))
+
+    def stderr(self) -> dict[str, float]:
+        """Standard errors of the mean metrics (empty for corpus metrics and fewer than 2 samples)."""
+        return {k: m.stderr() for k, m in self.means.items() if m.n >= 2}
 
 
 def compute_preset(
     metric: BuiltInMetric | str,
     predictions: Sequence[str],
-    references: Sequence[str] | Sequence[Sequence[str]],
+    references: References,
     params: dict[str, Any] | None = None,
 ) -> MetricResult:
     """Score ``predictions`` with a preset metric.
@@ -38,4 +168,8 @@ def compute_preset(
     hyperparameter names (``evalstack.catalog.hyperparameters``); missing ones take their
     defaults, unknown or out-of-range ones raise ValueError.
     """
-    return ADAPTERS[resolve_builtin_metric(metric)](predictions, references, params)
+    scorer = PresetScorer(metric, params)
+    per_sample = scorer.score(predictions, references)
+    scorer.add(predictions, references, per_sample or [])
+    result = scorer.result()
+    return MetricResult(result.values, per_sample, result.signature)

@@ -14,17 +14,19 @@ from importlib.metadata import version
 
 from rouge_score import rouge_scorer
 
-from evalstack.metrics.result import MetricResult, custom_scorer_params, mean, reference_lists
+from evalstack.catalog.hyperparameters import Hyperparameters
+from evalstack.metrics.result import reference_lists
 
 
-def rouge(
-    predictions: Sequence[str], references: Sequence[str] | Sequence[Sequence[str]], params: dict | None = None
-) -> MetricResult:
-    hp = custom_scorer_params(params)
+def rouge_samples(
+    predictions: Sequence[str], references: Sequence[str] | Sequence[Sequence[str]], hp: Hyperparameters
+) -> list[dict[str, float]]:
     refs = reference_lists(predictions, references)
     scorer = rouge_scorer.RougeScorer(hp.rouge_types, use_stemmer=hp.use_stemmer)
-    per_sample = [
+    return [
         {t: s.fmeasure for t, s in scorer.score_multi(r, p).items()} for p, r in zip(predictions, refs, strict=True)
     ]
-    values = {t: mean([s[t] for s in per_sample]) for t in hp.rouge_types}
-    return MetricResult(values, per_sample, {"rouge-score": version("rouge-score")})
+
+
+def rouge_signature(hp: Hyperparameters) -> dict[str, str]:
+    return {"rouge-score": version("rouge-score")}

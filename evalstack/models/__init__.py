@@ -54,9 +54,12 @@ def load_backend(
     """Validate ``reference`` and build its backend.
 
     ``clients`` optionally supplies boto3 clients by service name (``bedrock-runtime``,
-    ``sagemaker-runtime``, ``sagemaker`` for model packages, ``secretsmanager`` for API keys);
+    ``sagemaker-runtime``, ``sagemaker`` and ``s3`` for model packages, ``secretsmanager`` for API keys);
     otherwise they are created for the reference's region. A model package ARN loads the
-    reference in its ``evalstack:model_reference`` metadata. Backends have ``stats()`` and ``close()``.
+    reference in its ``evalstack:model_reference`` metadata; without that metadata, the model data the
+    package declares is fetched (``s3`` client) and served in this process
+    (:mod:`evalstack.models.package_serving`), as is a ``jumpstart:`` model's hosting artifact.
+    Backends have ``stats()`` and ``close()``.
     """
     parsed = parse_model_reference(reference)
     clients = dict(clients or {})
@@ -79,17 +82,17 @@ def load_backend(
         from evalstack.models.hf_local import HFBackend
 
         return HFBackend(parsed)
-    client = clients.get("sagemaker")
-    if client is None:
-        import boto3
+    if parsed.kind == "jumpstart":
+        from evalstack.models.package_serving import serve_jumpstart
 
-        client = boto3.client("sagemaker", region_name=parsed.region)
+        return serve_jumpstart(parsed, _client(clients, "s3", parsed.region))
+    client = _client(clients, "sagemaker", parsed.region)
     info = resolve_model_package(parsed.target, client)
     if info.model_reference is None:
-        raise ValueError(
-            f"model package {parsed.target} has no CustomerMetadataProperties['evalstack:model_reference'] "
-            "naming what serves it; inside the processing job load its artifacts with hf:<local path>"
-        )
+        # No metadata naming what serves it: serve what the package itself declares, in this process.
+        from evalstack.models.package_serving import serve_model_package
+
+        return serve_model_package(info.arn, client, _client(clients, "s3", parsed.region))
     return load_backend(
         info.model_reference,
         cache=cache,
@@ -98,6 +101,14 @@ def load_backend(
         timeout=timeout,
         clients=clients,
     )
+
+
+def _client(clients: Mapping[str, Any], service: str, region: str | None) -> Any:
+    if service in clients:
+        return clients[service]
+    import boto3
+
+    return boto3.client(service, region_name=region)
 
 
 def backend_stats(backend: ModelBackend) -> BackendStats:

@@ -27,6 +27,7 @@ from typing import Any
 from evalstack.masking import mask
 from evalstack.models.base import BackendStats
 from evalstack.models.cache import ResponseCache, cache_key
+from evalstack.models.request_timing import RequestTime, record_batch, timed
 
 RETRYABLE_STATUS = frozenset({408, 425, 429, 500, 502, 503, 504, 529})
 THROTTLE_STATUS = frozenset({429, 529})
@@ -285,11 +286,12 @@ class Dispatcher:
         answers: dict[str, Any] = self.cache.get_many(first) if self.cache is not None else {}
         self._counters.add("cache_hits", len(answers))
         missing = [key for key in first if key not in answers]
+        elapsed: dict[str, float] = {}  # per sent request, for the report's slowest samples
         if missing:
             pool = self._executor()
             abort = threading.Event()
             futures: dict[Future[Any], str] = {
-                pool.submit(self._send_one, key, first[key], abort): key for key in missing
+                pool.submit(timed, elapsed, key, self._send_one, key, first[key], abort): key for key in missing
             }
             done, pending = wait(futures, return_when=FIRST_EXCEPTION)
             if any(future.exception() is not None for future in done):
@@ -302,6 +304,7 @@ class Dispatcher:
                 errors = [f.exception() for f in futures if not f.cancelled() and f.exception() is not None]
                 raise next((e for e in errors if not isinstance(e, BatchAbortedError)), errors[0])  # type: ignore[misc]
             answers.update((futures[future], future.result()) for future in done)
+        record_batch([RequestTime(elapsed.get(key, 0.0), key not in elapsed) for key in keys])
         return [answers[key] for key in keys]
 
     def _send_one(self, key: str, request: dict[str, Any], abort: threading.Event) -> Any:

@@ -46,7 +46,13 @@ MEMORY_SHARE = 4  # use at most a quarter of the available memory per batch
 
 
 class HFBackend:
-    def __init__(self, reference: ModelReference, *, add_bos_token: bool | None = None) -> None:
+    def __init__(
+        self,
+        reference: ModelReference,
+        *,
+        add_bos_token: bool | None = None,
+        serving: dict[str, Any] | None = None,
+    ) -> None:
         path = Path(reference.target)
         if not path.is_dir():
             raise ValueError(f"model reference {reference.canonical!r}: {path} is not a local model directory")
@@ -58,6 +64,7 @@ class HFBackend:
         if add_bos_token is None:
             add_bos_token = reference.add_bos_token
         self.reference = reference
+        self.serving = serving
         self._torch = torch
         options: dict[str, Any] = {} if add_bos_token is None else {"add_bos_token": add_bos_token}
         self.tokenizer = AutoTokenizer.from_pretrained(path, local_files_only=True, **options)
@@ -87,6 +94,11 @@ class HFBackend:
             "max_length": self.max_length,
             "reproduces": "lm-evaluation-harness HFLM.loglikelihood (causal)",
         }
+
+    def serving_details(self) -> dict[str, Any] | None:
+        """What this backend serves when it stands in for a model package or JumpStart model (else None):
+        the engine, the artifact URI and the package ARN or JumpStart id, recorded in results.json."""
+        return dict(self.serving) if self.serving is not None else None
 
     def loglikelihood(self, requests: Sequence[LoglikelihoodRequest]) -> list[Loglikelihood]:
         if not requests:

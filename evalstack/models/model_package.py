@@ -4,7 +4,9 @@ A model package's artifacts are loaded inside the processing job; what to call i
 package's ``CustomerMetadataProperties`` by convention (the benchmarks helper and the lambdas use it):
 
 - ``evalstack:model_reference``: the candidate's own model reference (e.g. an endpoint serving it);
-- ``evalstack:base_model``: the base model's reference, used by ``evaluate_base_model=True``.
+- ``evalstack:base_model``: the base model's reference, the first rule ``evaluate_base_model=True``
+  tries (``evalstack.runtime.model_resolution`` holds the others: SourceUri, the containers'
+  BaseModel, the group's first version).
 """
 
 from __future__ import annotations

@@ -14,7 +14,26 @@ cached): empty ``choices``, a non-JSON or truncated body, missing fields raise
 :class:`~evalstack.models.dispatch.MalformedResponseError`, which is retried.
 
 Generation uses ``/chat/completions`` or ``/completions`` (``api=``). Log-likelihoods always use
-``/completions``:
+``/completions``, in the reference's ``logprobs`` mode:
+
+- ``auto`` (the default) and ``required`` probe the server on first need (``supports_loglikelihood``,
+  ``loglikelihood`` or ``loglikelihood_details``), once for the backend's life, under a lock: one tiny
+  completion of :data:`PROBE_PROMPT` asking for echo logprobs, then, if the answer has none, one asking
+  for prompt_logprobs. Only a well-formed completion lacking the field counts as absence; a server
+  that is down or answers an error status raises :class:`LogprobsProbeError` (after the dispatcher's
+  retries), never a fallback. With neither mode found, ``auto`` reports no log-likelihoods, so
+  multiple choice is scored generatively by answer letter, and ``required`` raises
+  :class:`LogprobsUnavailableError` before anything is scored. ``loglikelihood_details()`` records
+  the mode used, the one requested and what the probe found (results.json ``details.tokenization``).
+- ``echo`` or ``prompt_logprobs`` means exactly that mode, unprobed; a well-formed completion without
+  the requested field raises :class:`LogprobsUnavailableError` at once (not retried).
+- ``none``: no log-likelihoods.
+
+Requests that share a context (a question's choices; an MMLU question after its five shots) go in one
+request with ``prompt`` as a list, cut by :class:`BatchLimits`; the answer has one choice per prompt,
+``index`` naming the prompt (n=1), and each choice is checked and read as a single answer is. vLLM
+schedules the list together and its prefix cache computes the shared context once. A lone prompt is
+sent as a string, as before. The two modes:
 
 - ``logprobs=echo``: ``{"prompt": context+continuation, "echo": true, "logprobs": 1, "max_tokens": 1,
   "temperature": 0}``; ``choices[0].logprobs`` holds ``tokens/token_logprobs/top_logprobs/text_offset``
@@ -45,8 +64,10 @@ from __future__ import annotations
 import json
 import math
 import os
+import threading
 import time
 from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
 from typing import Any
 
 import httpx
@@ -58,6 +79,7 @@ from evalstack.models.dispatch import DeadlineExceededError, HTTPStatusError, Ma
 from evalstack.models.loglikelihood_tokens import echo_split_offset, move_trailing_whitespace, server_details
 from evalstack.models.reference import ModelReference, require_api_key_env
 from evalstack.models.remote import DEFAULT_TIMEOUT, RemoteBackend
+from evalstack.models.request_timing import RequestTime, collecting, record_batch
 
 
 def resolve_api_key(reference: ModelReference, secrets_client: Any | None = None) -> str | None:
@@ -155,66 +177,198 @@ def _is_number(value: Any) -> bool:
     return isinstance(value, int | float) and not isinstance(value, bool) and math.isfinite(value)
 
 
-def _echo_problem(logprobs: Any) -> str | None:
+def _echo_problem(logprobs: Any, where: str) -> str | None:
     if not isinstance(logprobs, dict):
-        return "choices[0].logprobs is missing (does the server echo logprobs? else use logprobs=prompt_logprobs)"
+        return f"{where}.logprobs is missing or not an object"
     tokens, values, offsets = (logprobs.get(key) for key in ("tokens", "token_logprobs", "text_offset"))
     if not (isinstance(tokens, list) and isinstance(values, list) and isinstance(offsets, list)):
-        return "choices[0].logprobs needs the lists tokens, token_logprobs and text_offset"
+        return f"{where}.logprobs needs the lists tokens, token_logprobs and text_offset"
     if not len(tokens) == len(values) == len(offsets):
-        return "choices[0].logprobs lists tokens, token_logprobs and text_offset differ in length"
+        return f"{where}.logprobs lists tokens, token_logprobs and text_offset differ in length"
     if not all(isinstance(token, str) for token in tokens) or not all(isinstance(o, int) for o in offsets):
-        return "choices[0].logprobs.tokens must be strings and text_offset integers"
+        return f"{where}.logprobs.tokens must be strings and text_offset integers"
     if not all(value is None or _is_number(value) for value in values):
-        return "choices[0].logprobs.token_logprobs must be numbers"
+        return f"{where}.logprobs.token_logprobs must be numbers"
     tops = logprobs.get("top_logprobs")
     if tops is not None and (
         not isinstance(tops, list)
         or len(tops) != len(tokens)
         or not all(top is None or (isinstance(top, dict) and all(map(_is_number, top.values()))) for top in tops)
     ):
-        return "choices[0].logprobs.top_logprobs must be one {token: logprob} object per token"
+        return f"{where}.logprobs.top_logprobs must be one {{token: logprob}} object per token"
     return None
 
 
-def _prompt_logprobs_problem(choice: dict[str, Any]) -> str | None:
+def _prompt_logprobs_problem(choice: dict[str, Any], where: str) -> str | None:
     entries = choice.get("prompt_logprobs")
     if not isinstance(entries, list) or not entries:
-        return "choices[0].prompt_logprobs is missing (is this vLLM? else use logprobs=echo)"
+        return f"{where}.prompt_logprobs is missing or empty"
     for position, entry in enumerate(entries):
         if entry is None:
             continue
         if not isinstance(entry, dict) or not all(
             isinstance(item, dict) and _is_number(item.get("logprob")) for item in entry.values()
         ):
-            return f"choices[0].prompt_logprobs[{position}] is not an object of {{token id: {{logprob, ...}}}}"
+            return f"{where}.prompt_logprobs[{position}] is not an object of {{token id: {{logprob, ...}}}}"
     ids = choice.get("prompt_token_ids")
     if ids is not None and (not isinstance(ids, list) or not all(isinstance(i, int) for i in ids)):
-        return "choices[0].prompt_token_ids must be a list of integers"
+        return f"{where}.prompt_token_ids must be a list of integers"
+    return None
+
+
+def _text_problem(choice: dict[str, Any], where: str) -> str | None:
+    return None if isinstance(choice.get("text"), str) else f"{where}.text is missing or not a string"
+
+
+def _choice_problem(request: Mapping[str, Any], choice: Any, where: str) -> str | None:
+    if not isinstance(choice, dict):
+        return f"{where} is not an object"
+    body = request["body"]
+    if request.get("probe"):
+        # A probe only needs a well-formed completion: what it lacks is the finding, not a fault.
+        return _text_problem(choice, where)
+    if body.get("echo"):
+        return _echo_problem(choice.get("logprobs"), where)
+    if body.get("prompt_logprobs"):
+        return _prompt_logprobs_problem(choice, where)
+    if request["path"] == "/chat/completions":
+        message = choice.get("message")
+        if not isinstance(message, dict) or not isinstance(message.get("content", ""), str | None):
+            return f"{where}.message.content is missing or not a string"
+        return None
+    return _text_problem(choice, where)
+
+
+def _index_problem(choices: list[Any], count: int) -> str | None:
+    """A list prompt gets one choice per prompt, ``index`` naming the prompt (n=1), each index once."""
+    if len(choices) != count:
+        return f"{count} prompts were sent but {len(choices)} choices came back"
+    indexes = [choice.get("index") if isinstance(choice, dict) else None for choice in choices]
+    if sorted(i for i in indexes if isinstance(i, int) and not isinstance(i, bool)) != list(range(count)):
+        return f"the choices' index values {indexes} are not 0..{count - 1}, each once"
     return None
 
 
 def answer_problem(request: Mapping[str, Any], answer: Any) -> str | None:
-    """What is wrong with ``answer`` for wire ``request`` (chat, completion, echo or prompt_logprobs), or None."""
+    """What is wrong with ``answer`` for wire ``request`` (chat, completion, echo or prompt_logprobs,
+    one prompt or a list of them, or a probe), or None."""
     choices = answer.get("choices") if isinstance(answer, dict) else None
     if not isinstance(choices, list) or not choices:
         return "expected a non-empty 'choices' list"
-    choice = choices[0]
-    if not isinstance(choice, dict):
-        return "choices[0] is not an object"
-    body = request["body"]
-    if body.get("echo"):
-        return _echo_problem(choice.get("logprobs"))
-    if body.get("prompt_logprobs"):
-        return _prompt_logprobs_problem(choice)
-    if request["path"] == "/chat/completions":
-        message = choice.get("message")
-        if not isinstance(message, dict) or not isinstance(message.get("content", ""), str | None):
-            return "choices[0].message.content is missing or not a string"
-        return None
-    if not isinstance(choice.get("text"), str):
-        return "choices[0].text is missing or not a string"
+    prompts = request["body"].get("prompt")
+    if not isinstance(prompts, list):
+        return _choice_problem(request, choices[0], "choices[0]")
+    problem = _index_problem(choices, len(prompts))
+    if problem is not None:
+        return problem
+    for choice in choices:
+        problem = _choice_problem(request, choice, f"choices[index={choice['index']}]")
+        if problem is not None:
+            return problem
     return None
+
+
+def choices_in_prompt_order(request: Mapping[str, Any], answer: Mapping[str, Any]) -> list[dict[str, Any]]:
+    """The answer's choices, one per prompt of ``request`` in its order (checked by answer_problem)."""
+    choices = answer["choices"]
+    if not isinstance(request["body"].get("prompt"), list):
+        return [choices[0]]
+    return sorted(choices, key=lambda choice: choice["index"])
+
+
+def missing_logprobs_field(request: Mapping[str, Any], answer: Any) -> str | None:
+    """The logprobs field a scoring request asked for, when a well-formed completion left it out.
+
+    Absence (the key missing or null in every choice of an otherwise sound completion) is the server
+    saying it does not offer that mode: an error at once, not a malformed answer worth retrying.
+    """
+    body = request["body"]
+    if request.get("probe") or not (body.get("echo") or body.get("prompt_logprobs")):
+        return None
+    field = "logprobs" if body.get("echo") else "prompt_logprobs"
+    choices = answer.get("choices") if isinstance(answer, dict) else None
+    if not isinstance(choices, list) or not choices:
+        return None
+    if all(isinstance(c, dict) and isinstance(c.get("text"), str) and c.get(field) is None for c in choices):
+        return field
+    return None
+
+
+def probe_finding(mode: str, answer: Mapping[str, Any]) -> str | None:
+    """None when a probe's answer carries usable ``mode`` logprobs for its prompt, else why not."""
+    choice = answer["choices"][0]
+    if mode == "echo":
+        logprobs = choice.get("logprobs")
+        if logprobs is None:
+            return "the answer has no logprobs"
+        problem = _echo_problem(logprobs, "choices[0]")
+        if problem is not None:
+            return problem
+        # Echoed, the list holds the prompt's tokens and the one generated; unechoed, only the latter.
+        if len(logprobs["tokens"]) < 2 or all(value is None for value in logprobs["token_logprobs"][:-1]):
+            return "the logprobs cover only the generated token: the prompt's are not echoed"
+        return None
+    if choice.get("prompt_logprobs") is None:
+        return "the answer has no prompt_logprobs"
+    problem = _prompt_logprobs_problem(choice, "choices[0]")
+    if problem is not None:
+        return problem
+    if all(entry is None for entry in choice["prompt_logprobs"]):
+        return "every prompt_logprobs entry is null"
+    return None
+
+
+class LogprobsUnavailableError(RuntimeError):
+    """The server offers no logprobs of the mode a reference requires (never retried)."""
+
+
+class LogprobsProbeError(RuntimeError):
+    """Probing a server for logprobs failed: it is down or answered an error, which says nothing
+    about logprobs, so no mode is chosen (the cause is chained)."""
+
+
+@dataclass(frozen=True)
+class BatchLimits:
+    """How many prompts that share a context go in one completions request, by count and characters,
+    so one request stays within a server's limits (vLLM's VLLM_MAX_COMPLETION_PROMPTS, body size) and
+    its deadline. A context with more prompts than this is split over several requests."""
+
+    max_prompts: int = 16
+    max_chars: int = 200_000
+
+    def __post_init__(self) -> None:
+        if self.max_prompts < 1 or self.max_chars < 1:
+            raise ValueError(f"BatchLimits: max_prompts and max_chars must be >= 1, got {self}")
+
+
+def shared_context_batches(requests: Sequence[LoglikelihoodRequest], limits: BatchLimits) -> list[list[str]]:
+    """The distinct prompts (context + continuation) grouped by context, in first-seen order, each
+    group cut to ``limits``. Only requests with the same context share a request: their prompts
+    differ in the continuation alone, so the server's prefix cache scores the context once."""
+    groups: dict[str, dict[str, None]] = {}
+    for request in requests:
+        groups.setdefault(request.context, {})[request.context + request.continuation] = None
+    batches: list[list[str]] = []
+    for prompts in groups.values():
+        batch: list[str] = []
+        chars = 0
+        for prompt in prompts:
+            if batch and (len(batch) >= limits.max_prompts or chars + len(prompt) > limits.max_chars):
+                batches.append(batch)
+                batch, chars = [], 0
+            batch.append(prompt)
+            chars += len(prompt)
+        batches.append(batch)
+    return batches
+
+
+PROBED = ("auto", "required")  # reference modes that ask the server what it offers
+PROBE_PROMPT = "The capital of France is Paris."  # several tokens with any tokenizer, so echo shows
+# What each log-likelihood mode adds to a /completions body.
+SCORING_FIELDS: dict[str, dict[str, Any]] = {
+    "echo": {"echo": True, "logprobs": 1},
+    "prompt_logprobs": {"prompt_logprobs": 1, "return_token_ids": True},
+}
 
 
 class OpenAIBackend(RemoteBackend):
@@ -227,6 +381,7 @@ class OpenAIBackend(RemoteBackend):
         retry: RetryPolicy | None = None,
         timeout: float | None = None,
         secrets_client: Any | None = None,
+        batch: BatchLimits | None = None,
     ) -> None:
         self._timeout = timeout or reference.timeout or DEFAULT_TIMEOUT
         # The Dispatcher's deadline is the backstop for what streaming cannot see: headers trickled in.
@@ -244,10 +399,57 @@ class OpenAIBackend(RemoteBackend):
             follow_redirects=False,
             trust_env=False,  # a model server is named explicitly; proxies from the environment do not apply
         )
+        self.batch = batch or BatchLimits()
+        self._requested = reference.logprobs or "auto"
+        self._mode: str | None = None if self._requested in PROBED else self._requested
+        self._probe: dict[str, str] = {}  # mode -> "found" or why not, once probed
+        self._probe_lock = threading.Lock()
+
+    @property
+    def logprobs_mode(self) -> str:
+        """``echo``, ``prompt_logprobs`` or ``none``: the reference's, or for auto/required what one probe
+        of the server found (sent on first use, once for the backend's life, under a lock)."""
+        if self._mode is None:
+            with self._probe_lock:
+                if self._mode is None:
+                    self._mode = self._probe_server()
+        if self._mode == "none" and self._requested == "required":
+            found = "; ".join(f"{mode}: {why}" for mode, why in self._probe.items())
+            raise LogprobsUnavailableError(
+                f"{self.name}: the server offers neither echo logprobs nor vLLM prompt_logprobs ({found}), and "
+                "logprobs=required forbids scoring multiple choice by answer letter instead; use logprobs=auto "
+                "to allow that fallback"
+            )
+        return self._mode
 
     @property
     def supports_loglikelihood(self) -> bool:
-        return self.reference.logprobs != "none"
+        return self.logprobs_mode != "none"
+
+    def _scoring_body(self, mode: str) -> dict[str, Any]:
+        return {"model": self.reference.model, "max_tokens": 1, "temperature": 0.0, **SCORING_FIELDS[mode]}
+
+    def _probe_server(self) -> str:
+        """One tiny completion asking for echo logprobs, then (if absent) one asking for prompt_logprobs.
+
+        Only a well-formed completion without the field counts as absence; an unreachable server or
+        an error status raises, after the dispatcher's retries where they apply.
+        """
+        for mode in SCORING_FIELDS:
+            wire = {"path": "/completions", "body": {**self._scoring_body(mode), "prompt": PROBE_PROMPT}, "probe": mode}
+            try:
+                [answer] = self.dispatcher.run([wire])
+            except Exception as exc:
+                raise LogprobsProbeError(
+                    f"{self.name}: probing POST /completions for {mode} logprobs failed, which says nothing about "
+                    f"logprobs: {exc}. Fix the server, or name the mode with logprobs=echo|prompt_logprobs|none "
+                    "(none scores multiple choice by answer letter, also on servers without /completions)"
+                ) from exc
+            why = probe_finding(mode, answer)
+            self._probe[mode] = "found" if why is None else why
+            if why is None:
+                return mode
+        return "none"
 
     def generate_request(self, request: GenerateRequest) -> dict[str, Any]:
         body: dict[str, Any] = {
@@ -269,36 +471,59 @@ class OpenAIBackend(RemoteBackend):
         return choice.get("text") or ""
 
     def loglikelihood_details(self) -> dict[str, Any]:
-        return server_details(str(self.reference.logprobs))
+        """How multiple choice was scored against this server, for results.json: the logprobs mode used,
+        the one requested and, when probed, what the probe found for each mode."""
+        mode = self.logprobs_mode
+        if mode == "none":
+            why = "the probe found no logprobs" if self._probe else "logprobs=none"
+            details: dict[str, Any] = {
+                "logprobs": "none",
+                "multiple_choice": f"scored generatively by answer letter ({why})",
+            }
+        else:
+            details = server_details(mode)
+        details["logprobs_requested"] = self._requested
+        if self._probe:
+            details["probe"] = dict(self._probe)
+        return details
 
     def loglikelihood(self, requests: Sequence[LoglikelihoodRequest]) -> list[Loglikelihood]:
-        if not self.supports_loglikelihood:
+        mode = self.logprobs_mode
+        if mode == "none":
             return super().loglikelihood(requests)
-        body = {"model": self.reference.model, "max_tokens": 1, "temperature": 0.0}
-        if self.reference.logprobs == "echo":
-            body |= {"echo": True, "logprobs": 1}
-        else:
-            body |= {"prompt_logprobs": 1, "return_token_ids": True}
+        body = self._scoring_body(mode)
+        # Prompts sharing a context go in one request (a list prompt): one choice per prompt, by index.
+        batches = shared_context_batches(requests, self.batch)
         wire = [
-            {"path": "/completions", "body": {**body, "prompt": request.context + request.continuation}}
-            for request in requests
+            {"path": "/completions", "body": {**body, "prompt": prompts[0] if len(prompts) == 1 else prompts}}
+            for prompts in batches
         ]
-        results = []
-        for request, response in zip(requests, self.dispatcher.run(wire), strict=True):
-            choice = response["choices"][0]
+        with collecting() as timings:
+            answers = self.dispatcher.run(wire)
+        choice_of: dict[str, dict[str, Any]] = {}
+        time_of: dict[str, RequestTime] = {}
+        for sent, prompts, answer, took in zip(wire, batches, answers, timings[0], strict=True):
             # send() checked the answer's shape (answer_problem), so the fields read here are there.
-            if self.reference.logprobs == "echo":
-                prompt_chars = len(request.context) + len(request.continuation)
-                results.append(echo_loglikelihood(choice["logprobs"], echo_split_offset(request.context), prompt_chars))
-            else:
-                results.append(
-                    prompt_logprobs_loglikelihood(
-                        choice["prompt_logprobs"],
-                        move_trailing_whitespace(request.context, request.continuation)[1],
-                        choice.get("prompt_token_ids"),
-                    )
-                )
-        return results
+            choice_of.update(zip(prompts, choices_in_prompt_order(sent, answer), strict=True))
+            time_of.update((prompt, RequestTime(took.seconds / len(prompts), took.cached)) for prompt in prompts)
+        # Each request's share of its wire request's time, so per-sample model times add up.
+        prompts_asked = [request.context + request.continuation for request in requests]
+        record_batch([time_of[prompt] for prompt in prompts_asked])
+        return [
+            self._score(mode, request, choice_of[prompt])
+            for request, prompt in zip(requests, prompts_asked, strict=True)
+        ]
+
+    @staticmethod
+    def _score(mode: str, request: LoglikelihoodRequest, choice: Mapping[str, Any]) -> Loglikelihood:
+        if mode == "echo":
+            prompt_chars = len(request.context) + len(request.continuation)
+            return echo_loglikelihood(choice["logprobs"], echo_split_offset(request.context), prompt_chars)
+        return prompt_logprobs_loglikelihood(
+            choice["prompt_logprobs"],
+            move_trailing_whitespace(request.context, request.continuation)[1],
+            choice.get("prompt_token_ids"),
+        )
 
     def send(self, request: dict[str, Any]) -> Any:
         deadline = time.monotonic() + self._timeout
@@ -316,6 +541,17 @@ class OpenAIBackend(RemoteBackend):
             answer = json.loads(payload)
         except (json.JSONDecodeError, UnicodeDecodeError) as err:
             raise MalformedResponseError(self.name, f"not JSON ({err})", payload, request_id) from None
+        missing = missing_logprobs_field(request, answer)
+        if missing is not None:
+            mode = "echo" if missing == "logprobs" else "prompt_logprobs"
+            hint = (
+                "yet the probe found them, so it gives them for some prompts only; set logprobs=none to score by letter"
+                if self._requested in PROBED
+                else "use logprobs=auto to probe what it offers (echo, then prompt_logprobs, else scoring by letter)"
+            )
+            raise LogprobsUnavailableError(
+                f"{self.name}: the server answered without {missing}, so it offers no {mode} logprobs; {hint}"
+            )
         problem = answer_problem(request, answer)
         if problem is not None:
             raise MalformedResponseError(self.name, problem, payload, request_id or _body_id(answer))

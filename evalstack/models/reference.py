@@ -2,15 +2,19 @@
 
 Accepted forms (docs/models.md is the full reference)::
 
-    openai:<base_url>?model=<name>[&api=chat|completions][&logprobs=echo|prompt_logprobs|none]
+    openai:<base_url>?model=<name>[&api=chat|completions][&logprobs=auto|required|echo|prompt_logprobs|none]
            [&api_key_env=VAR | &api_key_secret=<Secrets Manager id>][&timeout=<seconds>]
     bedrock:<model id | inference profile id | ARN>[?region=<region>]
     sagemaker:<endpoint name>?format=tgi|lmi|jumpstart[&region=<region>][&component=<inference component>]
     hf:<local path>[?add_bos_token=true|false]
+    jumpstart:<JumpStart model id>[@<version>][?region=<region>]
     arn:aws:sagemaker:<region>:<account>:model-package/<group>/<version>
+    <Bedrock model id, inference profile id or ARN>   (no scheme, as the SageMaker SDK takes them)
 
-A bare name without a scheme is a label: it parses (``kind == "label"``) so specs can carry display
-names, but :func:`evalstack.models.load_backend` refuses it.
+Any other bare name parses as a label (``kind == "label"``). The evaluators resolve a label that must be
+called to an endpoint, a model package group or a JumpStart model with AWS calls
+(``evalstack.runtime.model_resolution``); this module stays pure, and
+:func:`evalstack.models.load_backend` refuses a label.
 """
 
 from __future__ import annotations
@@ -24,19 +28,24 @@ from urllib.parse import parse_qsl, urlsplit
 
 from evalstack.masking import looks_like_token, mask
 
-ReferenceKind = Literal["openai", "bedrock", "sagemaker", "hf", "model-package", "label"]
+ReferenceKind = Literal["openai", "bedrock", "sagemaker", "hf", "jumpstart", "model-package", "label"]
 
 ACCEPTED_FORMS = (
-    "openai:<base_url>?model=<name>[&api=chat|completions][&logprobs=echo|prompt_logprobs|none]"
+    "openai:<base_url>?model=<name>[&api=chat|completions][&logprobs=auto|required|echo|prompt_logprobs|none]"
     "[&api_key_env=VAR|&api_key_secret=<secret id>][&timeout=<seconds>]",
     "bedrock:<model id, inference profile id or ARN>[?region=<region>]",
     "sagemaker:<endpoint name>?format=tgi|lmi|jumpstart[&region=<region>][&component=<inference component>]",
     "hf:<local path>[?add_bos_token=true|false]",
+    "jumpstart:<JumpStart model id>[@<version>][?region=<region>]",
     "arn:aws:sagemaker:<region>:<account>:model-package/<group>/<version>",
+    "<Bedrock model id, inference profile id or ARN> without a scheme (anthropic.claude-3-haiku-20240307-v1:0)",
+    "<name>: an endpoint, a model package group (its latest Approved version) or a JumpStart model id, "
+    "looked up in that order when the model is called",
 )
 
 OPENAI_APIS = ("chat", "completions")
-LOGPROB_MODES = ("echo", "prompt_logprobs", "none")
+# auto: probe echo, then prompt_logprobs, else score multiple choice by letter; required: probe, never fall back.
+LOGPROB_MODES = ("auto", "required", "echo", "prompt_logprobs", "none")
 SAGEMAKER_FORMATS = ("tgi", "lmi", "jumpstart")
 
 _REGION = re.compile(r"^[a-z]{2}(-[a-z]+)+-\d+$")
@@ -47,6 +56,15 @@ _MODEL_PACKAGE_ARN = re.compile(
     r"^arn:aws[a-z-]*:sagemaker:(?P<region>[a-z0-9-]+):(?P<account>\d{12}):"
     r"model-package/(?P<name>[A-Za-z0-9][A-Za-z0-9-]{0,62})(/(?P<version>\d+))?$"
 )
+# Bedrock model ids are <provider>.<model>[:<n>] and inference profile ids <geo>.<provider>.<model>[:<n>]
+# (anthropic.claude-3-haiku-20240307-v1:0, us.meta.llama3-2-1b-instruct-v1:0), each part starting with
+# a letter. Endpoint, package group and JumpStart names never hold a dot, so such a name without a
+# scheme can only be Bedrock's; a version-like label ("llama3.1", "gpt-3.5") stays a label.
+BEDROCK_MODEL_ID = re.compile(r"^[a-z][a-z0-9-]*(\.[A-Za-z][A-Za-z0-9_-]*)+(:[A-Za-z0-9_.-]+)?$")
+_BEDROCK_ARN = re.compile(r"^arn:aws[a-z-]*:bedrock:")
+# JumpStart model ids: lowercase words joined by hyphens; versions are dotted numbers (or a * wildcard).
+_JUMPSTART_ID = re.compile(r"^[a-z0-9][a-z0-9-]{0,127}$")
+_JUMPSTART_VERSION = re.compile(r"^(\d+|\*)(\.(\d+|\*))*$")
 _SECRET_KEYS = ("api_key", "apikey", "key", "token", "password", "secret")
 
 
@@ -85,7 +103,7 @@ class ModelReference:
     target: str  # base URL, model id, endpoint name, local path, model package ARN or label
     model: str | None = None  # openai: served model name
     api: str | None = None  # openai: chat | completions
-    logprobs: str | None = None  # openai: echo | prompt_logprobs | none
+    logprobs: str | None = None  # openai: auto | required | echo | prompt_logprobs | none
     api_key_env: str | None = None
     api_key_secret: str | None = None
     timeout: float | None = None
@@ -93,6 +111,7 @@ class ModelReference:
     format: str | None = None  # sagemaker: tgi | lmi | jumpstart
     component: str | None = None  # sagemaker inference component
     add_bos_token: bool | None = None  # hf: start-of-sequence token forced on/off (None: the tokenizer's default)
+    version: str | None = None  # jumpstart: model version (None: the latest in the manifest)
 
     @property
     def canonical(self) -> str:
@@ -114,7 +133,8 @@ class ModelReference:
             ("add_bos_token", None if self.add_bos_token is None else str(self.add_bos_token).lower()),
         ]
         query = "&".join(f"{key}={value}" for key, value in options if value is not None)
-        return f"{self.kind}:{self.target}" + (f"?{query}" if query else "")
+        version = f"@{self.version}" if self.version else ""
+        return f"{self.kind}:{self.target}{version}" + (f"?{query}" if query else "")
 
     @property
     def identity(self) -> str:
@@ -132,6 +152,7 @@ class ModelReference:
             format=self.format,
             component=self.component,
             add_bos_token=self.add_bos_token,
+            version=self.version,
         ).canonical
 
     @property
@@ -212,7 +233,7 @@ def _parse_openai(text: str, rest: str) -> ModelReference:
         target=base_url.rstrip("/"),
         model=options["model"],
         api=_choice(text, options, "api", OPENAI_APIS, "completions"),
-        logprobs=_choice(text, options, "logprobs", LOGPROB_MODES, "echo"),
+        logprobs=_choice(text, options, "logprobs", LOGPROB_MODES, "auto"),
         api_key_env=options.get("api_key_env"),
         api_key_secret=options.get("api_key_secret"),
         timeout=timeout,
@@ -251,6 +272,21 @@ def _parse_hf(text: str, rest: str) -> ModelReference:
     return ModelReference(kind="hf", target=path, add_bos_token=None if flag is None else flag == "true")
 
 
+def _parse_jumpstart(text: str, rest: str) -> ModelReference:
+    target, options = _split_options(text, rest, ("region",))
+    model_id, at, version = target.partition("@")
+    if not _JUMPSTART_ID.match(model_id):
+        raise _error(text, f"JumpStart model id {model_id!r} must be lowercase letters, digits and hyphens")
+    if at and not _JUMPSTART_VERSION.match(version):
+        raise _error(text, f"version {version!r} must be dotted numbers such as 1.2.0 (or a wildcard such as 1.*)")
+    return ModelReference(kind="jumpstart", target=model_id, version=version or None, region=_region(text, options))
+
+
+def is_bedrock_shaped(text: str) -> bool:
+    """A Bedrock model id, inference profile id or ARN written without the ``bedrock:`` scheme."""
+    return bool(_BEDROCK_ARN.match(text) or BEDROCK_MODEL_ID.match(text.partition("?")[0]))
+
+
 def parse_model_reference(text: str) -> ModelReference:
     """Parse and validate ``text``; raises ValueError naming the problem and listing the accepted forms."""
     if not isinstance(text, str) or not text.strip():
@@ -259,15 +295,23 @@ def parse_model_reference(text: str) -> ModelReference:
         raise _error(text, "leading or trailing whitespace")
     if _CONTROL.search(text):
         raise _error(text, "control characters (such as CR or LF) are not allowed")
+    if is_bedrock_shaped(text):
+        return _parse_bedrock(text, text)
     if text.startswith("arn:"):
         match = _MODEL_PACKAGE_ARN.match(text)
         if not match:
-            raise _error(text, "the only ARN accepted here is a SageMaker model package ARN")
+            raise _error(text, "the ARNs accepted here are SageMaker model package and Bedrock ARNs")
         if not _REGION.match(match["region"]):
             raise _error(text, f"region {match['region']!r} in the ARN is not an AWS region name")
         return ModelReference(kind="model-package", target=text, region=match["region"])
     scheme, sep, rest = text.partition(":")
-    parsers = {"openai": _parse_openai, "bedrock": _parse_bedrock, "sagemaker": _parse_sagemaker, "hf": _parse_hf}
+    parsers = {
+        "openai": _parse_openai,
+        "bedrock": _parse_bedrock,
+        "sagemaker": _parse_sagemaker,
+        "hf": _parse_hf,
+        "jumpstart": _parse_jumpstart,
+    }
     if sep and scheme in parsers:
         return parsers[scheme](text, rest)
     if sep and re.fullmatch(r"[a-z][a-z0-9+.-]*", scheme) and scheme not in ("http", "https"):
@@ -278,7 +322,7 @@ def parse_model_reference(text: str) -> ModelReference:
 
 
 def label_error(reference: ModelReference) -> ValueError:
-    """The error for trying to run a bare label."""
+    """The error for trying to run a bare label (one the evaluators did not resolve to a backend)."""
     return ValueError(f"model reference {reference.target!r} is a label only and names no backend to call; {_forms()}")
 
 

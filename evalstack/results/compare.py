@@ -27,7 +27,9 @@ as the observed mean difference.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+import json
+from array import array
+from collections.abc import Iterable, Iterator, Sequence
 from typing import Any
 
 import numpy as np
@@ -37,11 +39,15 @@ from evalstack.task import Aggregate
 
 ALPHA = 0.05
 BOOTSTRAP_RESAMPLES = 10_000
+BOOTSTRAP_BLOCK = 4_000_000  # resample indices drawn at once (32 MB)
 
 
 def mcnemar_exact(candidate: Sequence[float], base: Sequence[float]) -> dict[str, Any]:
-    candidate_only = sum(1 for c, b in zip(candidate, base, strict=True) if c == 1.0 and b == 0.0)
-    base_only = sum(1 for c, b in zip(candidate, base, strict=True) if c == 0.0 and b == 1.0)
+    cand, other = np.asarray(candidate, dtype=float), np.asarray(base, dtype=float)
+    if cand.shape != other.shape:
+        raise ValueError(f"{len(cand)} candidate scores but {len(other)} base scores")
+    candidate_only = int(np.count_nonzero((cand == 1.0) & (other == 0.0)))
+    base_only = int(np.count_nonzero((cand == 0.0) & (other == 1.0)))
     discordant = candidate_only + base_only
     p_value = binomtest(candidate_only, discordant, 0.5).pvalue if discordant else 1.0
     return {
@@ -59,16 +65,24 @@ def paired_bootstrap(
     candidate: Sequence[float], base: Sequence[float], seed: int, resamples: int = BOOTSTRAP_RESAMPLES
 ) -> dict[str, Any]:
     diffs = np.asarray(candidate, dtype=float) - np.asarray(base, dtype=float)
+    n = len(diffs)
     observed = float(diffs.mean())
     rng = np.random.default_rng(seed)
-    indices = rng.integers(0, len(diffs), size=(resamples, len(diffs)))
-    means = diffs[indices].mean(axis=1)
-    centred = (diffs - observed)[indices].mean(axis=1)
+    means = np.empty(resamples)
+    centred = np.empty(resamples)
+    # Resamples are drawn in blocks of rows so memory stays ~BOOTSTRAP_BLOCK indices whatever n is;
+    # the generator yields the same stream as one (resamples, n) draw, so the numbers do not change.
+    rows = max(1, BOOTSTRAP_BLOCK // n)
+    for start in range(0, resamples, rows):
+        stop = min(start + rows, resamples)
+        indices = rng.integers(0, n, size=(stop - start, n))
+        means[start:stop] = diffs[indices].mean(axis=1)
+        centred[start:stop] = (diffs - observed)[indices].mean(axis=1)
     p_value = float(np.mean(np.abs(centred) >= abs(observed) - 1e-12))
     low, high = np.percentile(means, [2.5, 97.5])
     return {
         "test": "paired_bootstrap",
-        "n_pairs": len(diffs),
+        "n_pairs": n,
         "mean_difference": observed,
         "ci95": [float(low), float(high)],
         "resamples": resamples,
@@ -79,7 +93,8 @@ def paired_bootstrap(
 
 
 def _is_binary(values: Sequence[float]) -> bool:
-    return all(v in (0.0, 1.0) for v in values)
+    scores = np.asarray(values, dtype=float)
+    return bool(np.all((scores == 0.0) | (scores == 1.0)))
 
 
 def paired_test(candidate: Sequence[float], base: Sequence[float], seed: int) -> dict[str, Any]:
@@ -88,9 +103,10 @@ def paired_test(candidate: Sequence[float], base: Sequence[float], seed: int) ->
     return paired_bootstrap(candidate, base, seed)
 
 
-def _pairs(
-    candidate_records: Sequence[dict[str, Any]], base_records: Sequence[dict[str, Any]]
-) -> list[tuple[str | None, dict[str, float], dict[str, float]]]:
+Pair = tuple[str | None, dict[str, float], dict[str, float]]
+
+
+def _pairs(candidate_records: Sequence[dict[str, Any]], base_records: Sequence[dict[str, Any]]) -> list[Pair]:
     base_by_id = {r["id"]: r for r in base_records}
     return [
         (r.get("subtask"), r["scores"], base_by_id[r["id"]]["scores"])
@@ -99,13 +115,32 @@ def _pairs(
     ]
 
 
-def _tests(pairs: list[tuple[str | None, dict[str, float], dict[str, float]]], seed: int) -> dict[str, Any]:
-    metrics = sorted({m for _, cand, base in pairs for m in cand if m in base})
-    out = {}
-    for metric in metrics:
-        both = [(float(c[metric]), float(b[metric])) for _, c, b in pairs if metric in c and metric in b]
-        out[metric] = paired_test([c for c, _ in both], [b for _, b in both], seed)
-    return out
+def joined_pairs(candidate_lines: Iterable[str], base_lines: Iterable[str]) -> Iterator[Pair]:
+    """Pairs from two samples.jsonl streams of the same items in the same order (a streamed join)."""
+    for number, (cand_line, base_line) in enumerate(zip(candidate_lines, base_lines, strict=True), start=1):
+        cand, base = json.loads(cand_line), json.loads(base_line)
+        if cand["id"] != base["id"]:
+            raise ValueError(
+                f"compare: line {number} is sample {cand['id']!r} for the candidate, {base['id']!r} for the base"
+            )
+        yield cand.get("subtask"), cand["scores"], base["scores"]
+
+
+class _PairedScores:
+    """Per metric, the paired values of one group (all samples, or one subtask) as compact arrays."""
+
+    def __init__(self) -> None:
+        self.values: dict[str, tuple[array, array]] = {}
+
+    def add(self, cand: dict[str, float], base: dict[str, float]) -> None:
+        for metric, value in cand.items():
+            if metric in base:
+                pair = self.values.setdefault(metric, (array("d"), array("d")))
+                pair[0].append(float(value))
+                pair[1].append(float(base[metric]))
+
+    def tests(self, seed: int) -> dict[str, Any]:
+        return {m: paired_test(c, b, seed) for m, (c, b) in sorted(self.values.items())}
 
 
 def compare(
@@ -115,28 +150,35 @@ def compare(
     base_agg: Aggregate,
     seed: int,
 ) -> dict[str, Any]:
-    pairs = _pairs(candidate_records, base_records)
-    if not pairs:
+    return compare_pairs(_pairs(candidate_records, base_records), candidate_agg, base_agg, seed)
+
+
+def compare_pairs(pairs: Iterable[Pair], candidate_agg: Aggregate, base_agg: Aggregate, seed: int) -> dict[str, Any]:
+    """The comparison from paired per-sample scores, read once: only the scores are kept, per metric."""
+    overall = _PairedScores()
+    by_subtask: dict[str, _PairedScores] = {}
+    paired = 0
+    for subtask, cand, base in pairs:
+        paired += 1
+        overall.add(cand, base)
+        if subtask:
+            by_subtask.setdefault(subtask, _PairedScores()).add(cand, base)
+    if not paired:
         raise ValueError("compare: the candidate and base records share no sample id")
-    subtasks: dict[str, Any] = {}
-    for subtask in sorted({s for s, _, _ in pairs if s}):
-        subtasks[subtask] = _tests([p for p in pairs if p[0] == subtask], seed)
+    subtasks = {name: by_subtask[name].tests(seed) for name in sorted(by_subtask)}
     # A null metric (no judge answer parsed) has no difference.
     common = [
-        m
-        for m in candidate_agg.metrics
-        if candidate_agg.metrics[m] is not None and base_agg.metrics.get(m) is not None
+        m for m in candidate_agg.metrics if candidate_agg.metrics[m] is not None and base_agg.metrics.get(m) is not None
     ]
     improvement = {m: candidate_agg.metrics[m] - base_agg.metrics[m] for m in common}
-    overall = _tests(pairs, seed)
+    tests = overall.tests(seed)
     return {
         "fine_tuned": dict(candidate_agg.metrics),
         "base": dict(base_agg.metrics),
         "improvement": improvement,
-        "significance": overall,
+        "significance": tests,
         "significance_by_subtask": subtasks,
         # The direction comes from the paired test itself: for corpus metrics (BLEU) the aggregate
         # difference and the per-sample test can point different ways.
-        "significant_regression": any(test["regressed"] for test in overall.values()),
+        "significant_regression": any(test["regressed"] for test in tests.values()),
     }
-

@@ -7,8 +7,8 @@ Sections, each read from the files the Report step wrote:
 - per subtask: bars sorted by the fine-tuned value with 95% error bars, base bars beside them, and
   the per-subtask difference with significant ones marked (significance_by_subtask);
 - per-sample score histograms of every non-binary metric (judge scores), with parse failures;
-- the lowest-scoring, slowest (when records carry ``latency_s``) and regressed samples, each linked
-  to its line of samples.jsonl;
+- the lowest-scoring, slowest (by model seconds, from sample_timings.jsonl) and regressed samples,
+  each linked to its line of samples.jsonl;
 - provenance: model references (masked), dataset sha256, library versions, scoring mode,
   hyperparameters, and the execution's steps with their times.
 
@@ -23,6 +23,7 @@ import html
 import itertools
 import json
 import math
+import sys
 from collections import Counter
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
@@ -32,6 +33,7 @@ from typing import Any
 from evalstack import storage
 from evalstack.masking import mask
 from evalstack.results import plots
+from evalstack.results.sample_timings import SlowSample, TimingDigest, read_timings
 from evalstack.results.summary import (
     fmt,
     fmt_ci,
@@ -58,7 +60,8 @@ class ListedSample:
     score: float | None = field(compare=False)
     target: str = field(compare=False, default="")
     answer: str = field(compare=False, default="")
-    latency_s: float | None = field(compare=False, default=None)
+    seconds: float | None = field(compare=False, default=None)  # model time, from sample_timings.jsonl
+    requests: int | None = field(compare=False, default=None)  # model answers it used, likewise
     base_score: float | None = field(compare=False, default=None)
 
 
@@ -70,6 +73,7 @@ class SampleDigest:
     regressed: list[ListedSample] = field(default_factory=list)
     score_counts: dict[str, Counter[float]] = field(default_factory=dict)
     samples: int = 0
+    timings: TimingDigest | None = None  # None: the execution recorded no sample times
 
 
 @dataclass
@@ -139,12 +143,19 @@ def _lines(lines: Iterable[str]) -> Iterable[tuple[int, dict[str, Any]]]:
             yield number, json.loads(line)
 
 
-def digest_samples(lines: Iterable[str], primary: str | None, base_lines: Iterable[str] | None = None) -> SampleDigest:
-    """One pass over samples.jsonl (and the base's): the rows the report lists and per-metric value counts."""
+def digest_samples(
+    lines: Iterable[str],
+    primary: str | None,
+    base_lines: Iterable[str] | None = None,
+    timings: TimingDigest | None = None,
+) -> SampleDigest:
+    """One pass over samples.jsonl (and the base's): the rows the report lists and per-metric value counts.
+    ``timings`` (from sample_timings.jsonl) names the slowest samples' lines; their rows are filled here."""
     base_scores = {r["id"]: _score(r, primary) for _, r in _lines(base_lines)} if base_lines is not None else {}
-    digest = SampleDigest(primary)
+    digest = SampleDigest(primary, timings=timings)
+    slow: dict[int, SlowSample] = {s.line: s for s in timings.slowest} if timings is not None else {}
+    found: dict[int, ListedSample] = {}
     wrong: list[tuple[Any, ...]] = []
-    slow: list[tuple[Any, ...]] = []
     regressed: list[tuple[Any, ...]] = []
     for number, record in _lines(lines):
         digest.samples += 1
@@ -159,18 +170,19 @@ def digest_samples(lines: Iterable[str], primary: str | None, base_lines: Iterab
             score=score,
             target=_text(record.get("target", record.get("reference"))),
             answer=_answer(record),
-            latency_s=record.get("latency_s") if isinstance(record.get("latency_s"), int | float) else None,
+            seconds=slow[number].seconds if number in slow else None,
+            requests=slow[number].requests if number in slow else None,
             base_score=base_scores.get(record.get("id")),
         )
         if score is not None and score != 1.0:
             # Lowest score first; among equals, the most confident wrong answer, then file order.
             _keep(wrong, (-score, _margin(record), -number), item)
-        if item.latency_s is not None:
-            _keep(slow, (item.latency_s, -number), item)
+        if number in slow and slow[number].id == item.id:
+            found[number] = item
         if score is not None and item.base_score is not None and item.base_score > score:
             _keep(regressed, (item.base_score - score, -number), item)
     digest.most_wrong = [entry[-1] for entry in sorted(wrong, reverse=True)]
-    digest.slowest = [entry[-1] for entry in sorted(slow, reverse=True)]
+    digest.slowest = [found[s.line] for s in slow.values() if s.line in found]
     digest.regressed = [entry[-1] for entry in sorted(regressed, reverse=True)]
     return digest
 
@@ -367,13 +379,32 @@ def _sample_rows(samples: Sequence[ListedSample], href: str, extra: str) -> list
         link = f'<a href="{esc(href)}#L{s.line}" data-line="{s.line}">samples.jsonl:{s.line}</a>'
         cells = [f"<td>{link}</td>", f"<td><code>{esc(s.id)}</code></td>", f"<td>{esc(s.subtask or '')}</td>",
                  num(s.score)]  # fmt: skip
-        if extra == "latency":
-            cells.append(num(s.latency_s, f"{s.latency_s:.3f}" if s.latency_s is not None else None))
+        if extra == "seconds":
+            cells.append(num(s.seconds, f"{s.seconds:.3f}" if s.seconds is not None else None))
+            cells.append(num(float(s.requests), str(s.requests)) if s.requests is not None else "<td></td>")
         if extra == "base":
             cells.append(num(s.base_score))
         cells += [f"<td>{esc(s.target)}</td>", f"<td>{esc(s.answer)}</td>"]
         rows.append(f"<tr>{''.join(cells)}</tr>")
     return rows
+
+
+def slowest_note(timings: TimingDigest | None) -> str:
+    """What the slowest list rests on, or why there is none."""
+    if timings is None:
+        return "this execution recorded no per-sample model time (no sample_timings.jsonl)."
+    if not timings.answered:
+        return "every answer came from the dataset: no model was called, so no sample has a model time."
+    if not timings.measured:
+        return (f"{timings.answered} samples were answered by a model backend that does not time single "
+                "requests (it batches them), so no per-sample time was measured.")  # fmt: skip
+    if timings.cached_only == timings.answered:
+        return (f"every answer of the {timings.answered} samples came from the response cache: "
+                "no model time was spent (0 s each).")  # fmt: skip
+    return (
+        f"{timings.measured} samples answered by the model ({timings.cached_only} wholly from the response "
+        "cache); a sample's time runs from each request's first send to its answer, summed over its requests."
+    )
 
 
 def samples_section(inputs: ReportInputs) -> str:
@@ -387,12 +418,11 @@ def samples_section(inputs: ReportInputs) -> str:
         parts.append(table([*base_headers, *tail], _sample_rows(digest.most_wrong, href, ""), "most-wrong"))
     else:
         parts.append('<p class="muted">no sample scored below the maximum.</p>')
-    parts.append("<h3>Slowest</h3>")
+    parts.append("<h3>Slowest (model seconds)</h3>")
+    parts.append(f'<p class="muted" id="slowest-note">{esc(slowest_note(digest.timings))}</p>')
     if digest.slowest:
-        headers = [*base_headers, "latency (s)", *tail]
-        parts.append(table(headers, _sample_rows(digest.slowest, href, "latency"), "slowest"))
-    else:
-        parts.append('<p class="muted">the samples carry no per-sample latency (latency_s).</p>')
+        headers = [*base_headers, "model seconds", "requests", *tail]
+        parts.append(table(headers, _sample_rows(digest.slowest, href, "seconds"), "slowest"))
     if digest.regressed:
         parts.append(f"<h3>Regressed: the base scored higher ({len(digest.regressed)} shown)</h3>")
         headers = [*base_headers, f"base {score}", *tail]
@@ -500,12 +530,13 @@ def load_inputs(output_uri: str, steps: Sequence[StepTime] = ()) -> ReportInputs
     results = json.loads(storage.read_text(storage.join(output_uri, "results.json")))
     base_results = _json_if_exists(storage.join(output_uri, "base", "results.json"))
     primary = primary_metric(results)
+    timings = read_timings(output_uri, LISTED)
     with storage.open_text(storage.join(output_uri, "samples.jsonl")) as lines:
         if base_results is not None:
             with storage.open_text(storage.join(output_uri, "base", "samples.jsonl")) as base_lines:
-                digest = digest_samples(lines, primary, base_lines)
+                digest = digest_samples(lines, primary, base_lines, timings)
         else:
-            digest = digest_samples(lines, primary)
+            digest = digest_samples(lines, primary, timings=timings)
     return ReportInputs(
         results=results,
         digest=digest,
@@ -522,5 +553,10 @@ def write_report_html(output_uri: str, report_started: datetime, kms_key_id: str
     steps = [*recorded_step_times(output_uri), StepTime("Report", "Executing", report_started.isoformat(),
                                                         now().isoformat())]  # fmt: skip
     uri = storage.join(output_uri, "report.html")
-    storage.write_text(uri, render_html(load_inputs(output_uri, steps)), kms_key_id=kms_key_id)
+    try:
+        storage.write_text(uri, render_html(load_inputs(output_uri, steps)), kms_key_id=kms_key_id)
+    except storage.WriteOnceError:
+        # A retried Report step renders other step times; S3 outputs are write-once, and the results it
+        # shows are the same files, so the first attempt's page stays rather than failing the retry.
+        print(f"evalstack: keeping the report already at {uri}", file=sys.stderr)
     return uri

@@ -1,19 +1,22 @@
 """The report's plots as inline SVG, drawn with matplotlib (no pyplot state, so threads may render at once).
 
 Every bar carries an SVG id, ``<plot id>-<series>-<index>``, so a test (or a reader's browser tools)
-can count and find them. Text stays text (``svg.fonttype: none``): the file is smaller and the
+can count and find them; bars drawn from a number also carry it exactly in ``data-value`` and show it
+in a ``<title>`` (the browser's tooltip). Text stays text (``svg.fonttype: none``): the file is smaller and the
 labels can be searched and copied. Output is deterministic for the same input (fixed hash salt, no
 date), so a report can be diffed.
 """
 
 from __future__ import annotations
 
+import html
 import io
 import re
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 
 import matplotlib
+import matplotlib.text
 from matplotlib.figure import Figure
 
 CANDIDATE_COLOUR = "#3366aa"
@@ -21,6 +24,8 @@ BASE_COLOUR = "#bbbbbb"
 BETTER_COLOUR = "#2e8b57"
 WORSE_COLOUR = "#c0392b"
 NEUTRAL_COLOUR = "#999999"
+# One colour per compared execution (at most five are compared).
+EXECUTION_COLOURS = ("#3366aa", "#e69500", "#2e8b57", "#8e44ad", "#c0392b")
 Z95 = 1.96
 _ROW_INCHES = 0.24
 _SVG_PREAMBLE = re.compile(r"^.*?(?=<svg )", re.S)
@@ -51,11 +56,27 @@ class HistoryPoint:
     label: str
 
 
-def _svg(fig: Figure) -> str:
+@dataclass(frozen=True)
+class Shown:
+    """The number a bar stands for, and its tooltip."""
+
+    value: float
+    title: str
+
+
+def _svg(fig: Figure, shown: Mapping[str, Shown] | None = None) -> str:
+    # Labels are names from the data (subtasks, executions, metrics): a "$" in one is text, not mathtext.
+    for text in fig.findobj(matplotlib.text.Text):
+        text.set_parse_math(False)
     buffer = io.StringIO()
-    with matplotlib.rc_context({"svg.fonttype": "none", "svg.hashsalt": "evalstack-report"}):
+    plain = {"svg.fonttype": "none", "svg.hashsalt": "evalstack-report", "text.parse_math": False}
+    with matplotlib.rc_context(plain):
         fig.savefig(buffer, format="svg", metadata={"Date": None}, bbox_inches="tight")
     text = _METADATA.sub("", _SVG_PREAMBLE.sub("", buffer.getvalue(), count=1), count=1)
+    for gid, bar in (shown or {}).items():
+        text = text.replace(
+            f'<g id="{gid}">', f'<g id="{gid}" data-value="{bar.value!r}"><title>{html.escape(bar.title)}</title>', 1
+        )
     return text.replace("<svg ", '<svg role="img" ', 1)
 
 
@@ -78,37 +99,77 @@ def subtask_bars(plot_id: str, metric: str, bars: Sequence[SubtaskBar]) -> str:
     series = [("bar", [b.value for b in bars], [b.stderr for b in bars], CANDIDATE_COLOUR, "fine-tuned")]
     if with_base:
         series.append(("base", [b.base or 0.0 for b in bars], [b.base_stderr for b in bars], BASE_COLOUR, "base"))
+    shown = {}
     for k, (name, values, stderr, colour, label) in enumerate(series):
         ys = [p + offset - k * height for p in positions]
         drawn = ax.barh(ys, values, height=height, xerr=_errors(stderr), color=colour, label=label,
                         error_kw={"ecolor": "#333333", "elinewidth": 0.8, "capsize": 2})  # fmt: skip
-        for i, patch in enumerate(drawn.patches):
+        for i, (patch, value) in enumerate(zip(drawn.patches, values, strict=True)):
             patch.set_gid(f"{plot_id}-{name}-{i}")
+            if name == "bar" or bars[i].base is not None:  # a missing base is drawn as 0 but has no number
+                shown[f"{plot_id}-{name}-{i}"] = Shown(value, f"{bars[i].subtask}, {label}: {value:.4f}")
     ax.set_yticks(positions, [b.subtask for b in bars], fontsize=8)
     ax.set_ylim(-0.6, len(bars) - 0.4)
     ax.set_xlabel(f"{metric} (error bars: 95% CI)")
     ax.grid(axis="x", alpha=0.3)
     if with_base:
         ax.legend(loc="lower right", fontsize=8)
-    return _svg(fig)
+    return _svg(fig, shown)
 
 
-def difference_bars(plot_id: str, metric: str, bars: Sequence[DifferenceBar]) -> str:
-    """Fine-tuned minus base per subtask; significant differences coloured and starred."""
+def _sign_colour(value: float) -> str:
+    return BETTER_COLOUR if value > 0 else WORSE_COLOUR if value < 0 else NEUTRAL_COLOUR
+
+
+def difference_bars(plot_id: str, metric: str, bars: Sequence[DifferenceBar], xlabel: str | None = None) -> str:
+    """A difference per subtask, in the given order. With ``xlabel`` (no significance test behind the
+    bars, e.g. two executions compared) every bar is coloured by its sign; otherwise fine-tuned minus
+    base, with significant differences coloured and starred."""
     fig = _figure(len(bars))
     ax = fig.add_subplot()
     positions = list(range(len(bars)))[::-1]
-    colours = [(BETTER_COLOUR if b.difference > 0 else WORSE_COLOUR) if b.significant else NEUTRAL_COLOUR for b in bars]
+    if xlabel is None:
+        colours = [_sign_colour(b.difference) if b.significant else NEUTRAL_COLOUR for b in bars]
+        labels = [f"{b.subtask} *" if b.significant else b.subtask for b in bars]
+        xlabel = f"{metric}: fine-tuned minus base (* significant at p < 0.05)"
+    else:
+        colours = [_sign_colour(b.difference) for b in bars]
+        labels = [b.subtask for b in bars]
     drawn = ax.barh(positions, [b.difference for b in bars], height=0.7, color=colours)
-    for i, patch in enumerate(drawn.patches):
+    shown = {}
+    for i, (patch, bar) in enumerate(zip(drawn.patches, bars, strict=True)):
         patch.set_gid(f"{plot_id}-diff-{i}")
-    labels = [f"{b.subtask} *" if b.significant else b.subtask for b in bars]
+        shown[f"{plot_id}-diff-{i}"] = Shown(bar.difference, f"{bar.subtask}: {bar.difference:+.4f}")
     ax.set_yticks(positions, labels, fontsize=8)
     ax.set_ylim(-0.6, len(bars) - 0.4)
     ax.axvline(0, color="#333333", linewidth=0.8)
-    ax.set_xlabel(f"{metric}: fine-tuned minus base (* significant at p < 0.05)")
+    ax.set_xlabel(xlabel)
     ax.grid(axis="x", alpha=0.3)
-    return _svg(fig)
+    return _svg(fig, shown)
+
+
+def metric_bars(plot_id: str, metrics: Sequence[str], executions: Sequence[str],
+                values: Sequence[Sequence[float | None]]) -> str:  # fmt: skip
+    """Grouped bars: one panel per metric (each on its own scale), one bar per execution, coloured by
+    execution. ``values[m][e]`` is metric m of execution e; a missing value draws no bar."""
+    fig = Figure(figsize=(6.4, 0.5 + len(metrics) * (0.35 + 0.22 * len(executions))), layout="constrained")
+    axes = fig.subplots(len(metrics), 1, squeeze=False)[:, 0]
+    positions = list(range(len(executions)))[::-1]  # the first execution on top
+    colours = [EXECUTION_COLOURS[e % len(EXECUTION_COLOURS)] for e in range(len(executions))]
+    shown = {}
+    for m, (ax, metric) in enumerate(zip(axes, metrics, strict=True)):
+        drawn = ax.barh(positions, [v if v is not None else 0.0 for v in values[m]], height=0.75, color=colours)
+        for e, (patch, value) in enumerate(zip(drawn.patches, values[m], strict=True)):
+            if value is None:
+                patch.set_visible(False)
+                continue
+            gid = f"{plot_id}-{m}-{e}"
+            patch.set_gid(gid)
+            shown[gid] = Shown(value, f"{metric}, {executions[e]}: {value:.4f}")
+        ax.set_yticks(positions, executions, fontsize=7)
+        ax.set_title(metric, fontsize=9, loc="left")
+        ax.grid(axis="x", alpha=0.3)
+    return _svg(fig, shown)
 
 
 def histogram(plot_id: str, metric: str, edges: Sequence[float], counts: Sequence[int]) -> str:

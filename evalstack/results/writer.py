@@ -1,13 +1,14 @@
-"""Results files: results.json, samples.jsonl and report.md, each written atomically."""
+"""Results files: results.json, samples.jsonl (streamed to a local file first) and report.md, each written
+atomically."""
 
 from __future__ import annotations
 
 import json
 import math
-from collections.abc import Sequence
 from dataclasses import asdict, dataclass, field
 from importlib import metadata
-from typing import Any
+from pathlib import Path
+from typing import IO, Any
 
 from evalstack import storage
 from evalstack.masking import mask, mask_value
@@ -57,8 +58,40 @@ def dumps(data: Any) -> str:
     return json.dumps(mask_value(data), indent=2, sort_keys=True, allow_nan=False) + "\n"
 
 
-def jsonl(records: Sequence[dict[str, Any]]) -> str:
-    return "".join(json.dumps(r, sort_keys=True, allow_nan=False) + "\n" for r in records)
+# Keys a task sets on the first record of each model call to carry that call's details to aggregation
+# (how the backend tokenized or which logprobs mode a server offered). They describe the call, not the
+# sample, and which record carries them depends on chunking, so samples.jsonl leaves them out: it stays
+# byte-identical across 1 and N shards.
+CALL_DETAIL_KEYS = frozenset({"tokenization"})
+
+
+def jsonl_line(record: dict[str, Any]) -> str:
+    """One samples.jsonl line: sorted keys, NaN rejected, call details left out."""
+    sample = {key: value for key, value in record.items() if key not in CALL_DETAIL_KEYS}
+    return json.dumps(sample, sort_keys=True, allow_nan=False) + "\n"
+
+
+class SamplesFile:
+    """samples.jsonl written record by record to a local file (uploaded by the caller once complete)."""
+
+    def __init__(self, path: Path) -> None:
+        self.path = path
+        self.count = 0
+        self._handle: IO[str] | None = None
+
+    def __enter__(self) -> SamplesFile:
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        self._handle = self.path.open("w", encoding="utf-8")
+        return self
+
+    def write(self, record: dict[str, Any]) -> None:
+        assert self._handle is not None, "SamplesFile is written inside its with block"
+        self._handle.write(jsonl_line(record))
+        self.count += 1
+
+    def __exit__(self, *exc: object) -> None:
+        assert self._handle is not None
+        self._handle.close()
 
 
 def _fmt(value: float | None) -> str:
@@ -109,9 +142,7 @@ def render_report(result: EvaluationResult, comparison: dict[str, Any] | None = 
     return mask("".join(parts))
 
 
-def role_files(output_uri: str, result: EvaluationResult, records: Sequence[dict[str, Any]]) -> dict[str, str]:
-    """A role's files, URI to content: serialised up front so a NaN or a bad record fails before any write."""
-    return {
-        storage.join(output_uri, "samples.jsonl"): jsonl(records),
-        storage.join(output_uri, "results.json"): dumps(result.to_dict()),
-    }
+def role_files(output_uri: str, result: EvaluationResult) -> dict[str, str]:
+    """A role's files besides samples.jsonl (streamed by :class:`SamplesFile`), URI to content: serialised
+    up front so a NaN fails before any write."""
+    return {storage.join(output_uri, "results.json"): dumps(result.to_dict())}

@@ -12,14 +12,15 @@ from evalstack import storage
 from evalstack.catalog import BuiltInMetric, resolve_benchmark, resolve_builtin_metric
 from evalstack.catalog.benchmarks import BENCHMARKS, Benchmark
 from evalstack.catalog.hyperparameters import Hyperparameters
+from evalstack.engine.tasks import build_task
 from evalstack.judge.custom import validate_custom_metrics
-from evalstack.judge.task import BEDROCK_ID, judge_reference
-from evalstack.models.model_package import BASE_MODEL_KEY, resolve_model_package
-from evalstack.models.reference import ACCEPTED_FORMS, ModelReference, parse_model_reference
+from evalstack.judge.task import judge_reference
+from evalstack.models.reference import parse_model_reference
 from evalstack.runtime.backend import boto_session, resolve_backend
 from evalstack.runtime.execution import EvaluationPipelineExecution
 from evalstack.runtime.launch import Attachment, local_definition, start_evaluation
-from evalstack.runtime.preflight import check_mlflow_arn, preflight
+from evalstack.runtime.model_resolution import AwsLookup, Resolution, resolve_base_model, resolve_model
+from evalstack.runtime.preflight import check_mlflow_arn, missing_response, preflight
 from evalstack.spec import (
     ColumnMapping,
     CustomJudgeMetric,
@@ -53,26 +54,6 @@ class DryRun:
     eval_type: str
 
 
-def _model_reference(value: str, what: str) -> ModelReference:
-    """A model reference, with the two common mistakes named in the constructor: a Bedrock model id
-    without its ``bedrock:`` scheme, and a bare name (which evalstack does not resolve)."""
-    if not value.startswith("bedrock:") and (
-        BEDROCK_ID.match(value) or (value.startswith("arn:") and ":bedrock:" in value)
-    ):
-        raise ValueError(
-            f"{what}: {value!r} looks like a Bedrock model id; write it as 'bedrock:{value}' "
-            "(add ?region=<region> unless AWS_REGION is set)"
-        )
-    return parse_model_reference(value)
-
-
-def _bare_name_error(what: str, value: str) -> ValueError:
-    return ValueError(
-        f"{what}: {value!r} is a bare name, and evalstack does not look names up; name the backend: "
-        + "; ".join(ACCEPTED_FORMS)
-    )
-
-
 def _subtask_list(value: Any, what: str) -> list[str] | None:
     """A subtask name, a list of them, or "ALL" (every subtask) -> a list, or None for all."""
     if value is None:
@@ -98,6 +79,8 @@ def _name_of(value: Any, what: str) -> str | None:
 
 class _Evaluator:
     eval_type: str = ""
+    # A benchmark always asks the model; a dataset evaluator asks it only when the dataset lacks responses.
+    always_calls_model: bool = False
 
     def __init__(
         self,
@@ -121,9 +104,9 @@ class _Evaluator:
         self.model = _name_of(model, "model")
         if not self.model:
             raise ValueError("model: a model reference is required (see docs/models.md for the formats)")
-        self.model_reference = _model_reference(self.model, "model")
-        if base_model is not None and _model_reference(base_model, "base_model").is_label:
-            raise _bare_name_error("base_model", base_model)
+        self.model_reference = parse_model_reference(self.model)
+        if base_model is not None:
+            parse_model_reference(base_model)
         check_mlflow_arn(mlflow_resource_arn)
         if not isinstance(evaluate_base_model, bool):
             raise ValueError(f"evaluate_base_model: must be a bool, got {evaluate_base_model!r}")
@@ -147,14 +130,60 @@ class _Evaluator:
         self.instance_count = instance_count
         self.instance_type = instance_type
         self.hyperparameters = Hyperparameters.for_kind(self.eval_type)
+        # How the model arguments became the references that are called (recorded in results.json).
+        self.model_resolution: dict[str, Resolution] = {}
+        self._aws: AwsLookup | None = None
+
+    def _resolve_models(self) -> None:
+        """Resolve the model arguments, last in each constructor (after the cheap checks): the
+        candidate when it is certainly called or already names its backend, and the base model."""
+        if self.always_calls_model or not self.model_reference.is_label:
+            self._resolve_candidate()
+        elif self.evaluate_base_model and self.base_model is None:
+            # The label must name a model package (or group) whose lineage names the base.
+            try:
+                self._resolve_candidate()
+            except ValueError as err:
+                raise ValueError(
+                    "base_model: evaluate_base_model=True needs a base model, or a model package ARN (or group) as "
+                    f"the model, whose lineage names one; {err}"
+                ) from err
+        if self.evaluate_base_model:
+            self._resolve_base()
+
+    def _aws_lookup(self) -> AwsLookup:
+        """The caller's session and region for name lookups; made on the first lookup only, so an
+        evaluation that resolves nothing never needs AWS credentials."""
+        if self._aws is None:
+            session = boto_session(self.sagemaker_session, self.region)
+            region = self.region or getattr(session, "region_name", None)
+            self._aws = AwsLookup(session, region, getattr(self.sagemaker_session, "sagemaker_client", None))
+        return self._aws
+
+    def _resolve_candidate(self) -> None:
+        self.model_resolution["candidate"] = resolve_model(self.model, self._aws_lookup, "model")
+
+    def _resolve_base(self) -> None:
+        if self.base_model is not None:
+            self.model_resolution["base"] = resolve_model(self.base_model, self._aws_lookup, "base_model")
+        else:
+            self.model_resolution["base"] = resolve_base_model(self.model_resolution["candidate"], self._aws_lookup)
+
+    def _resolved(self, role: str, given: str | None) -> str | None:
+        found = self.model_resolution.get(role)
+        return found.reference if found else given
+
+    def _recorded(self) -> dict[str, dict[str, Any]]:
+        return {role: found.to_dict() for role, found in self.model_resolution.items()}
 
     def _spec(self, **fields: Any) -> EvaluationSpec:
         spec = EvaluationSpec(
             eval_type=self.eval_type,  # type: ignore[arg-type]
-            model=self.model,
+            model=self._resolved("candidate", self.model) or self.model,
             name=self.base_eval_name,
-            base_model=self.base_model,
+            base_model=self._resolved("base", self.base_model),
             evaluate_base_model=self.evaluate_base_model,
+            model_resolution=self._recorded(),
             hyperparameters=self.hyperparameters.to_dict(),
             mlflow=self.mlflow,
             model_package_group=self.model_package_group,
@@ -166,20 +195,27 @@ class _Evaluator:
         except SpecError as err:
             raise ValueError(str(err)) from err
 
-    def _base_model_from_package(self, spec: EvaluationSpec) -> EvaluationSpec:
-        """With evaluate_base_model and no base_model, the model package's metadata names the base."""
-        if not spec.evaluate_base_model or spec.base_model:
+    def _resolve_when_called(self, spec: EvaluationSpec) -> EvaluationSpec:
+        """A bare name left unresolved because the dataset might carry every response: resolved now
+        if it does not (a label-only run never looks anything up)."""
+        if "candidate" in self.model_resolution:
             return spec
-        client = boto_session(self.sagemaker_session, self.region).client("sagemaker")
-        info = resolve_model_package(spec.model, client)
-        if not info.base_model:
-            raise ValueError(
-                f"base_model: model package {spec.model} has no {BASE_MODEL_KEY!r} in its CustomerMetadataProperties; "
-                "pass base_model= explicitly"
-            )
-        return dataclasses.replace(spec, base_model=info.base_model)
+        task = build_task(spec, "candidate")
+        if not task.needs_model:
+            return spec
+        try:
+            self._resolve_candidate()
+        except ValueError as err:
+            # Responses under another field name are likelier than a model of that name: point at columns=.
+            mapping = missing_response(spec, task.items(), self.model_reference, near_miss_only=True)
+            if mapping is None:
+                raise
+            raise ValueError(f"{mapping} (looked up as a model name, {self.model!r} names nothing)") from err
+        resolved = self.model_resolution["candidate"].reference
+        return dataclasses.replace(spec, model=resolved, model_resolution=self._recorded())
 
     def _dry_run(self, spec: EvaluationSpec) -> DryRun:
+        spec = self._resolve_when_called(spec)
         preflight(spec, region=self.region, session_region=self._session_region(), reach=False)
         return DryRun(spec.to_dict(), local_definition(spec, self.networking), spec.eval_type)
 
@@ -187,7 +223,7 @@ class _Evaluator:
         return getattr(boto_session(self.sagemaker_session, self.region), "region_name", None)
 
     def _start(self, spec: EvaluationSpec, attachments: Sequence[Attachment] = ()) -> EvaluationPipelineExecution:
-        spec = self._base_model_from_package(spec)
+        spec = self._resolve_when_called(spec)
         # A missing deployment is named before any model is asked (pipeline_name raises).
         resolve_backend(self.sagemaker_session, self.region).pipeline_name(spec.eval_type)
         preflight(spec, region=self.region, session_region=self._session_region())
@@ -223,13 +259,13 @@ class BenchMarkEvaluator(_Evaluator):
     """Standard benchmark evaluations (MMLU, BBH, MATH, GSM8K, ...)."""
 
     eval_type = "benchmark"
+    always_calls_model = True
 
     def __init__(self, benchmark: Benchmark | str, *, subtasks: str | list[str] | None = None, **kwargs: Any) -> None:
         super().__init__(**kwargs)
-        if self.model_reference.is_label:  # a benchmark always asks the model
-            raise _bare_name_error("model", self.model)
         self.benchmark = resolve_benchmark(benchmark)
         self.subtasks = _subtask_list(subtasks, "subtasks")
+        self._resolve_models()
         self._spec(benchmark=self.benchmark.value, subtasks=self.subtasks)  # fail fast on bad subtasks
 
     @classmethod
@@ -255,6 +291,7 @@ class CustomScorerEvaluator(_Evaluator):
         super().__init__(**kwargs)
         self.dataset = _dataset(dataset, columns)
         self.metrics, self.scorer = self._split_evaluator(evaluator)
+        self._resolve_models()
 
     @staticmethod
     def _split_evaluator(evaluator: Any) -> tuple[list[str], Any]:
@@ -307,6 +344,7 @@ class LLMAsJudgeEvaluator(_Evaluator):
         metrics = [self._custom_metric(i, m) for i, m in enumerate(custom_metrics or [])]
         validate_custom_metrics(metrics)
         self.judge = JudgeSpec(judge_model, list(builtin_metrics or []), metrics)
+        self._resolve_models()
         self._spec(dataset=self.dataset, judge=self.judge)
 
     @staticmethod

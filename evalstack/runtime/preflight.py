@@ -18,8 +18,6 @@ import re
 from collections.abc import Iterable, Sequence
 from pathlib import Path
 
-import httpx
-
 from evalstack.catalog.metrics import BuiltInMetric
 from evalstack.engine.tasks import build_task, model_reference
 from evalstack.models.reference import ModelReference, parse_model_reference, require_api_key_env
@@ -61,7 +59,7 @@ def check_models(spec: EvaluationSpec, region: str | None, session_region: str |
     ambient = region or session_region or next((os.environ[v] for v in _REGION_VARS if os.environ.get(v)), None)
     for what, ref in _references(spec):
         require_api_key_env(ref)
-        if ref.kind in ("bedrock", "sagemaker") and not (ref.region or ambient):
+        if ref.kind in ("bedrock", "sagemaker", "jumpstart") and not (ref.region or ambient):
             raise ValueError(
                 f"{what}: {ref.target!r} is a {ref.kind} model and no AWS region is known; pass region=, "
                 f"add ?region=<region> to the reference, or set AWS_REGION"
@@ -98,15 +96,29 @@ def _is_number(text: str) -> bool:
         return False
 
 
+def missing_response(
+    spec: EvaluationSpec, items: Sequence[Item], model: ModelReference, *, near_miss_only: bool = False
+) -> ValueError | None:
+    """The error for a record without a response when ``model`` is a label; with ``near_miss_only``, only
+    when the record has a field that looks like the response (so a mapping, not a model, is missing)."""
+    assert spec.dataset is not None
+    missing = next((i for i in items if i.data["response"] is None), None)
+    if missing is None:
+        return None
+    if near_miss_only and not _near(spec.dataset.columns.response, missing.data["metadata"], _RESPONSE_NAMES):
+        return None
+    why = f"model {model.target!r} is a label only (no backend to call), so every record needs its response"
+    return _field_error(spec, missing, "response", why, _RESPONSE_NAMES)
+
+
 def check_dataset(spec: EvaluationSpec, items: Sequence[Item], model: ModelReference) -> None:
     """Responses, references and label types the evaluation will need, read from the records."""
     if spec.dataset is None:
         return
     if model.is_label:
-        missing = next((i for i in items if i.data["response"] is None), None)
-        if missing is not None:
-            why = f"model {model.target!r} is a label only (no backend to call), so every record needs its response"
-            raise _field_error(spec, missing, "response", why, _RESPONSE_NAMES)
+        error = missing_response(spec, items, model)
+        if error is not None:
+            raise error
     if spec.eval_type != "custom_scorer":
         return
     no_reference = next((i for i in items if i.data["reference"] is None), None)
@@ -136,6 +148,8 @@ def probe(reference: ModelReference, what: str) -> None:
     error status, shows the server is there; no answer fails now rather than after the retries."""
     if reference.kind != "openai":
         return
+    import httpx  # here: importing httpx loads its CLI's rich and click, which no other client path needs
+
     url = f"{reference.target}/models"
     try:
         httpx.get(url, timeout=PROBE_TIMEOUT_SECONDS)

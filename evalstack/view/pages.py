@@ -94,19 +94,37 @@ def _value(data: dict[str, Any], key: str) -> float | None:
     return float(value) if isinstance(value, int | float) and not isinstance(value, bool) else None
 
 
+def subtask_deltas(views: Sequence[ExecutionView], metric: str) -> list[list[plots.DifferenceBar]]:
+    """Per execution after the first: its difference from the first on each subtask both have, largest first."""
+    reference = (views[0].files.results or {}).get("subtasks") or {}
+    out = []
+    for view in views[1:]:
+        theirs = (view.files.results or {}).get("subtasks") or {}
+        bars = []
+        for subtask in sorted(set(reference) & set(theirs)):
+            first, value = _value(reference[subtask], metric), _value(theirs[subtask], metric)
+            if first is not None and value is not None:
+                bars.append(plots.DifferenceBar(subtask, value - first, significant=False, p_value=None))
+        out.append(sorted(bars, key=lambda b: (-b.difference, b.subtask)))
+    return out
+
+
 def compare_page(views: Sequence[ExecutionView]) -> str:
+    metrics = _metric_names(views)
+    by_metric = [[_value((v.files.results or {}).get("metrics") or {}, m) for v in views] for m in metrics]
     metric_rows = [
-        f'<tr data-metric="{esc(m)}"><th scope="row">{esc(m)}</th>'
-        + "".join(_delta_cells([_value((v.files.results or {}).get("metrics") or {}, m) for v in views]))
-        + "</tr>"
-        for m in _metric_names(views)
+        f'<tr data-metric="{esc(m)}"><th scope="row">{esc(m)}</th>' + "".join(_delta_cells(row)) + "</tr>"
+        for m, row in zip(metrics, by_metric, strict=True)
     ]
+    names = [v.execution.name for v in views]
+    plot = plots.metric_bars("compare-metrics-plot", metrics, names, by_metric) if metrics else ""
+    metric_plot = f'<div class="plot" id="compare-metrics-plot">{plot}</div>' if metrics else ""
     refs = "".join(
         f'<li><a href="{_report_link(v)}">{esc(v.execution.name)}</a>: <code>{esc(v.model)}</code>, '
         f"{esc(v.created)}</li>"
         for v in views
     )
-    body = [f"<p>Δ is each execution minus the first.</p><ul>{refs}</ul><h2>Metrics</h2>",
+    body = [f"<p>Δ is each execution minus the first.</p><ul>{refs}</ul><h2>Metrics</h2>", metric_plot,
             table(_compare_headers("metric", views), metric_rows, "compare-metrics")]  # fmt: skip
     subtasks = sorted({s for v in views for s in (v.files.results or {}).get("subtasks") or {}})
     primary, _ = views[0].primary
@@ -117,7 +135,16 @@ def compare_page(views: Sequence[ExecutionView]) -> str:
             rows.append(
                 f'<tr data-subtask="{esc(s)}"><th scope="row">{esc(s)}</th>{"".join(_delta_cells(values))}</tr>'
             )
-        body += [f"<h2>{esc(primary)} by subtask</h2>",
+        body.append(f"<h2>{esc(primary)} by subtask</h2>")
+        deltas = []
+        for i, (view, bars) in enumerate(zip(views[1:], subtask_deltas(views, primary), strict=True), start=1):
+            if not bars:
+                continue
+            plot_id = f"compare-delta-{i}"
+            label = f"{primary}: {view.execution.name} minus {views[0].execution.name}"
+            deltas.append(f'<div class="plot" id="{plot_id}"><h3>{esc(label)}, sorted</h3>'
+                          f"{plots.difference_bars(plot_id, primary, bars, xlabel=label)}</div>")  # fmt: skip
+        body += [f'<div class="plots">{"".join(deltas)}</div>',
                  table(_compare_headers("subtask", views), rows, "compare-subtasks")]  # fmt: skip
     return page(f"Compare {len(views)} executions", "".join(body))
 

@@ -18,7 +18,7 @@ from evalstack.catalog.benchmarks import BENCHMARKS, MMLU_SUBJECTS, Benchmark
 from evalstack.engine.tasks import primary_metric
 from evalstack.results.compare import compare
 from evalstack.results.headline import headline, with_headline
-from evalstack.results.writer import EvaluationResult, dumps, render_report, role_files
+from evalstack.results.writer import EvaluationResult, dumps, jsonl_line, render_report, role_files
 from evalstack.spec import EvaluationSpec
 
 MMLU_FULL = BENCHMARKS[Benchmark.MMLU].num_samples  # 14,042
@@ -82,8 +82,10 @@ def synthesize_mmlu_comparison(
     comparison = with_headline(
         compare(candidate, base, candidate_agg, results["base"][0], seed=1234), primary_metric(spec, candidate_agg)
     )
-    files = role_files(output, results["candidate"][1], candidate)
-    files.update(role_files(storage.join(output, "base"), results["base"][1], base))
+    files = role_files(output, results["candidate"][1])
+    files.update(role_files(storage.join(output, "base"), results["base"][1]))
+    files[storage.join(output, "samples.jsonl")] = "".join(map(jsonl_line, candidate))
+    files[storage.join(output, "base", "samples.jsonl")] = "".join(map(jsonl_line, base))
     files[storage.join(output, "comparison.json")] = dumps(comparison)
     files[storage.join(output, "report.md")] = render_report(results["candidate"][1], comparison)
     files[storage.join(output, "spec.json")] = spec.to_json()

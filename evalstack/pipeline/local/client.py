@@ -318,7 +318,7 @@ class LocalSageMakerClient:
         log_dir.mkdir(parents=True, exist_ok=True)
         with open(log_dir / "runner.log", "ab") as log:
             subprocess.run(
-                [sys.executable, "-m", "evalstack.pipeline.local.runner", "--detach", arn],
+                [sys.executable, "-m", "evalstack.pipeline.local", "--detach", arn],
                 env=env,
                 stdin=subprocess.DEVNULL,
                 stdout=log,

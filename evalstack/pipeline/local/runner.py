@@ -1,6 +1,6 @@
 """The detached process that executes one pipeline execution's definition on this machine.
 
-``python -m evalstack.pipeline.local.runner --detach ARN`` forks away from the client (so the client
+``python -m evalstack.pipeline.local --detach ARN`` forks away from the client (so the client
 can exit), records its pid and a heartbeat in SQLite, then walks the step graph:
 
 - a step is ready when every step it depends on (``DependsOn``, property references, and the
@@ -10,6 +10,8 @@ can exit), records its pid and a heartbeat in SQLite, then walks the step graph:
 - Processing steps run their container command as real subprocesses, one per instance, each with
   its own ``/opt/ml`` folder and ``resourceconfig.json``; outputs are then uploaded to their S3Uri
   (``s3://`` maps to the local object folder through :mod:`evalstack.storage`);
+- instances whose command is our own step entry point are forked from a warm parent that imported
+  the scientific stack once (:mod:`evalstack.pipeline.local.warm`), each still its own process;
 - at most ``ParallelismConfiguration.MaxParallelExecutionSteps`` steps run at once, and at most
   ``EVALSTACK_LOCAL_MAX_PROCESSES`` (default: the number of CPUs) instance processes: the other
   instances of a big step wait for a free slot, so InstanceCount=100 queues rather than floods.
@@ -40,8 +42,10 @@ from evalstack import storage
 from evalstack.catalog.limits import MAX_INSTANCE_COUNT
 from evalstack.masking import mask
 from evalstack.pipeline.definition import iter_steps
+from evalstack.pipeline.local import warm
 from evalstack.pipeline.local.expressions import Context, ExpressionError, step_references
 from evalstack.pipeline.local.store import StateLockedError, Store, execution_id
+from evalstack.pipeline.local.warm import StepProcess, WarmProcess
 
 HEARTBEAT_ENV = "EVALSTACK_HEARTBEAT_SECONDS"
 MAX_PROCESSES_ENV = "EVALSTACK_LOCAL_MAX_PROCESSES"
@@ -123,6 +127,12 @@ class Runner:
         self.store.beat(self.arn)  # alive before the first database write, which a lock may delay
         beat = threading.Thread(target=self._heartbeat, daemon=True)
         beat.start()
+        if any(
+            warm.is_entry(container_command(step["Arguments"]["AppSpecification"]))
+            for step in self.steps.values()
+            if step["Type"] == "Processing"
+        ):
+            warm.start_server()
         try:
             self.store.update_execution(self.arn, runner_pid=os.getpid(), heartbeat=time.time())
             self._walk()
@@ -331,16 +341,11 @@ class Runner:
 
     def _run_instances(self, name: str, args: dict[str, Any], roots: list[Path]) -> None:
         """Run one process per instance, at most ``max_processes()`` at once across this runner's steps."""
-        app = args["AppSpecification"]
-        command = [str(c) for c in app.get("ContainerEntrypoint", [])] + [
-            str(c) for c in app.get("ContainerArguments", [])
-        ]
-        if command and command[0] in ("python", "python3"):
-            command[0] = sys.executable  # the local "image" is this interpreter
+        command = container_command(args["AppSpecification"])
         environment = {**os.environ, **{k: str(v) for k, v in args.get("Environment", {}).items()}}
         waiting = list(roots)
-        procs: list[tuple[Path, subprocess.Popen[bytes]]] = []
-        holding: list[subprocess.Popen[bytes]] = []  # started processes that still hold a slot
+        procs: list[tuple[Path, StepProcess]] = []
+        holding: list[StepProcess] = []  # started processes that still hold a slot
         try:
             while True:
                 # Poll every instance each round: one that failed ends the step at once, whichever it is.
@@ -378,14 +383,21 @@ class Runner:
                 raise StepFailed(f"AlgorithmError: {root.name} exited with code {proc.returncode}: {reason}")
 
     @staticmethod
-    def _start_instance(command: list[str], environment: dict[str, str], root: Path) -> subprocess.Popen[bytes]:
+    def _start_instance(command: list[str], environment: dict[str, str], root: Path) -> StepProcess:
         env = {**environment, "EVALSTACK_OPT_ML_ROOT": str(root)}
+        arguments = warm.step_arguments(command, env)
+        if arguments is not None:
+            try:
+                return WarmProcess(arguments, env, root, root / "output.log")
+            except (OSError, EOFError) as err:
+                # The warm parent is gone (it could not start, or died): a cold interpreter does the same work.
+                print(f"{root}: cannot fork the step from the warm parent, starting it cold: {err}", file=sys.stderr)
         with open(root / "output.log", "wb") as log:
             return subprocess.Popen(
                 command, cwd=root, env=env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True
             )
 
-    def _terminate(self, procs: list[tuple[Path, subprocess.Popen[bytes]]]) -> None:
+    def _terminate(self, procs: list[tuple[Path, StepProcess]]) -> None:
         kill_process_groups([p.pid for _, p in procs if p.poll() is None])
         deadline = time.monotonic() + STOP_GRACE_SECONDS
         while time.monotonic() < deadline and any(p.poll() is None for _, p in procs):
@@ -401,7 +413,8 @@ class Runner:
             if not local.exists():
                 continue
             for path in sorted(p for p in local.rglob("*") if p.is_file()):
-                storage.upload_file(path, storage.join(target, path.relative_to(local).as_posix()))
+                # SageMaker's own output upload overwrites (a retried step re-uploads): so does this one.
+                storage.upload_file(path, storage.join(target, path.relative_to(local).as_posix()), replace=True)
 
     def _property_files(self, step: dict[str, Any], outputs: list[dict[str, Any]]) -> dict[str, Any]:
         by_name = {o["OutputName"]: o for o in outputs}
@@ -426,6 +439,14 @@ def settle(store: Store, arn: str, status: str, failure_reason: str | None) -> N
     store.finish_execution(arn, status, failure_reason)
 
 
+def container_command(app: dict[str, Any]) -> list[str]:
+    """A Processing step's container command (its AppSpecification), run by this interpreter (the local "image")."""
+    command = [str(c) for c in app.get("ContainerEntrypoint", [])] + [str(c) for c in app.get("ContainerArguments", [])]
+    if command and command[0] in ("python", "python3"):
+        command[0] = sys.executable
+    return command
+
+
 def opt_ml_path(root: Path, container_path: str) -> Path:
     """Where a container path (``/opt/ml/...``) of one instance lives locally."""
     prefix = "/opt/ml/"
@@ -435,7 +456,7 @@ def opt_ml_path(root: Path, container_path: str) -> Path:
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m evalstack.pipeline.local.runner")
+    parser = argparse.ArgumentParser(prog="python -m evalstack.pipeline.local")
     parser.add_argument("--detach", action="store_true", help="fork, let the parent return at once")
     parser.add_argument("execution_arn")
     args = parser.parse_args(argv)

@@ -1,0 +1,320 @@
+"""Streaming end to end: chunked metrics equal the canonical libraries on the whole corpus, sharded and
+chunked runs write byte-identical samples.jsonl, and the Report step's merge holds one chunk, not the data.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import random
+import tracemalloc
+from pathlib import Path
+
+import numpy as np
+import pytest
+from rouge_score import rouge_scorer
+from sacrebleu.metrics import BLEU
+from sklearn import metrics as skm
+
+from evalstack.data import DatasetReader
+from evalstack.engine import scorer_task
+from evalstack.engine.run import evaluate_in_process, merged_records, report, run_shard, shard_uri
+from evalstack.engine.scorer_task import ScorerTask
+from evalstack.metrics import PresetScorer, compute_preset, custom, dump_scorer, run_custom_scorer
+from evalstack.results import compare
+from evalstack.results.compare import paired_bootstrap
+from evalstack.results.writer import SamplesFile
+from evalstack.spec import DatasetSpec, EvaluationSpec
+
+LABELS = ["cat", "dog", "bird"]
+WORDS = ["the", "a", "cat", "dog", "sat", "on", "mat", "ran", "fast", "slow", "bird", "sang", "in", "tree"]
+
+
+def _sentence(rng: random.Random) -> str:
+    return " ".join(rng.choice(WORDS) for _ in range(rng.randint(3, 12)))
+
+
+def _text_rows(n: int, seed: int = 7) -> list[dict]:
+    rng = random.Random(seed)
+    rows = []
+    for i in range(n):
+        reference = _sentence(rng)
+        # Some answers copy the reference, so n-gram matches of every order occur.
+        response = reference if i % 4 == 0 else _sentence(rng)
+        rows.append({"prompt": f"say something {i}", "response": response, "reference": reference})
+    return rows
+
+
+def _label_rows(n: int, seed: int = 3) -> list[dict]:
+    rng = random.Random(seed)
+    return [
+        {"prompt": f"animal {i}?", "response": rng.choice(LABELS), "reference": rng.choice(LABELS)} for i in range(n)
+    ]
+
+
+def _chunks(values: list, size: int) -> list[list]:
+    return [values[i : i + size] for i in range(0, len(values), size)]
+
+
+def _streamed(metric: str, predictions: list[str], references: list[str], params: dict, size: int = 7):
+    scorer = PresetScorer(metric, params)
+    per_sample: list[dict] = []
+    for preds, refs in zip(_chunks(predictions, size), _chunks(references, size), strict=True):
+        scores = scorer.score(preds, refs)
+        scorer.add(preds, refs, scores or [])
+        per_sample.extend(scores or [])
+    return scorer.result(), per_sample, scorer.stderr()
+
+
+@pytest.mark.parametrize(
+    ("metric", "params", "library"),
+    [
+        ("f1", {"average": "macro"}, skm.f1_score),
+        ("f1", {"average": "micro"}, skm.f1_score),
+        ("f1", {"average": "weighted"}, skm.f1_score),
+        ("precision", {"average": "macro"}, skm.precision_score),
+        ("recall", {"average": "weighted"}, skm.recall_score),
+        ("f1", {"average": "binary", "pos_label": "cat"}, skm.f1_score),
+    ],
+)
+def test_chunked_classification_equals_sklearn_on_the_whole(metric, params, library) -> None:
+    rows = _label_rows(101)
+    if params["average"] == "binary":
+        rows = [
+            {**r, "response": r["response"].replace("bird", "dog"), "reference": r["reference"].replace("bird", "dog")}
+            for r in rows
+        ]
+    predictions = [r["response"] for r in rows]
+    references = [r["reference"] for r in rows]
+    result, per_sample, _ = _streamed(metric, predictions, references, params)
+    kwargs = {k: v for k, v in params.items()}
+    expected = float(library(references, predictions, zero_division=0.0, **kwargs))
+    assert result.values == {metric: expected}
+    assert per_sample == []  # F1 and friends have no per-sample value
+
+
+def test_chunked_accuracy_equals_sklearn_with_its_stderr() -> None:
+    rows = _label_rows(101)
+    predictions = [r["response"] for r in rows]
+    references = [r["reference"] for r in rows]
+    result, per_sample, stderr = _streamed("accuracy", predictions, references, {})
+    assert result.values == {"accuracy": skm.accuracy_score(references, predictions)}
+    correct = np.array([p == t for p, t in zip(predictions, references, strict=True)], dtype=float)
+    assert [s["accuracy"] for s in per_sample] == correct.tolist()
+    assert stderr["accuracy"] == pytest.approx(correct.std(ddof=1) / np.sqrt(len(correct)), rel=1e-12)
+
+
+def test_chunked_bleu_equals_sacrebleu_corpus_score() -> None:
+    rows = _text_rows(83)
+    predictions = [r["response"] for r in rows]
+    references = [r["reference"] for r in rows]
+    result, per_sample, stderr = _streamed("bleu", predictions, references, {})
+    assert result.values == {"bleu": BLEU().corpus_score(predictions, [references]).score}
+    sentence = BLEU(effective_order=True)
+    pairs = zip(predictions, references, strict=True)
+    assert per_sample == [{"bleu": sentence.sentence_score(p, [r]).score} for p, r in pairs]
+    assert stderr == {}  # corpus BLEU is not a mean of samples
+
+
+def test_chunked_rouge_equals_rouge_score_means() -> None:
+    rows = _text_rows(83)
+    predictions = [r["response"] for r in rows]
+    references = [r["reference"] for r in rows]
+    result, per_sample, _ = _streamed("rouge", predictions, references, {})
+    scorer = rouge_scorer.RougeScorer(["rouge1", "rouge2", "rougeL", "rougeLsum"])
+    pairs = zip(predictions, references, strict=True)
+    direct = [{t: s.fmeasure for t, s in scorer.score(r, p).items()} for p, r in pairs]
+    assert per_sample == direct
+    assert result.values == {t: sum(d[t] for d in direct) / len(direct) for t in direct[0]}
+
+
+@pytest.mark.parametrize("metric", ["accuracy", "f1", "precision", "recall", "bleu", "rouge", "meteor"])
+def test_chunked_equals_one_shot_for_every_preset(metric: str) -> None:
+    rows = _label_rows(61) if metric in ("accuracy", "f1", "precision", "recall") else _text_rows(61)
+    predictions = [r["response"] for r in rows]
+    references = [r["reference"] for r in rows]
+    params = {"average": "macro"} if metric in ("f1", "precision", "recall") else {}
+    one_shot = compute_preset(metric, predictions, references, params)
+    result, per_sample, _ = _streamed(metric, predictions, references, params, size=5)
+    assert result.values == one_shot.values
+    assert result.signature == one_shot.signature
+    assert per_sample == (one_shot.per_sample or [])
+
+
+def _write(path: Path, rows: list[dict]) -> Path:
+    path.write_text("".join(json.dumps(r) + "\n" for r in rows))
+    return path
+
+
+def _spec(dataset: Path, metrics: list[str], **hyperparameters) -> EvaluationSpec:
+    return EvaluationSpec(
+        eval_type="custom_scorer",
+        model="openai:http://127.0.0.1:9/v1?model=unused",
+        dataset=DatasetSpec(str(dataset)),
+        metrics=metrics,
+        hyperparameters=hyperparameters,
+    )
+
+
+def test_sharded_small_chunk_run_is_byte_identical_and_equals_the_libraries(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    rows = [{**row, "topic": i % 3} for i, row in enumerate(_text_rows(45))]  # metadata travels too
+    dataset = _write(tmp_path / "data.jsonl", rows)
+    presets = ["rouge", "bleu", "meteor", "accuracy", "f1", "precision", "recall"]
+    spec = _spec(dataset, presets)
+    whole = evaluate_in_process(spec, str(tmp_path / "one"))
+    monkeypatch.setattr(scorer_task, "AGGREGATE_CHUNK", 4)  # many aggregation chunks
+    for index in range(3):
+        run_shard(spec, "candidate", index, 3, str(tmp_path / "records"))
+    sharded = report(spec, str(tmp_path / "three"), records_uri=str(tmp_path / "records"))
+    samples = (tmp_path / "one" / "samples.jsonl").read_text()
+    assert (tmp_path / "three" / "samples.jsonl").read_text() == samples
+    assert (tmp_path / "three" / "results.json").read_bytes() == (tmp_path / "one" / "results.json").read_bytes()
+    assert sharded.candidate.metrics == whole.candidate.metrics
+    predictions = [r["response"] for r in rows]
+    references = [r["reference"] for r in rows]
+    lines = [json.loads(line) for line in samples.splitlines()]
+    assert [s["id"] for s in lines] == [f"line-{i}" for i in range(1, 46)]
+    assert [s["metadata"] for s in lines] == [{"topic": i % 3} for i in range(45)]
+    for preset in presets:  # the one-shot value of each preset over the whole dataset
+        one_shot = compute_preset(preset, predictions, references)
+        assert {k: whole.candidate.metrics[k] for k in one_shot.values} == one_shot.values
+        for sample, expected in zip(lines, one_shot.per_sample or [], strict=False):
+            assert {k: sample["scores"][k] for k in expected} == expected
+    assert whole.candidate.metrics["bleu"] == BLEU().corpus_score(predictions, [references]).score
+
+
+class WordOverlap:
+    """Per-sample lists (streamable way 1) and a batch count that only aggregate() can combine (way 2)."""
+
+    def __init__(self, aggregate: bool) -> None:
+        if aggregate:
+            self.aggregate = lambda batches: {"batches": float(len(batches)), "hits": sum(b["hits"] for b in batches)}
+
+    def score(self, predictions, ground_truth, metadata=None):
+        overlap = [float(bool(set(p.split()) & set(g.split()))) for p, g in zip(predictions, ground_truth, strict=True)]
+        if hasattr(self, "aggregate"):
+            return {"hits": sum(overlap)}
+        return {"overlap": overlap, "topic": [float(m["topic"]) for m in metadata]}
+
+
+@pytest.mark.parametrize("aggregate", [False, True])
+def test_custom_scorer_streams_in_the_report_like_one_call(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, aggregate: bool
+) -> None:
+    rows = [{**row, "topic": i % 3} for i, row in enumerate(_text_rows(45))]
+    scorer = WordOverlap(aggregate)
+    scorer_file = tmp_path / "scorer.pkl"
+    scorer_file.write_bytes(dump_scorer(scorer))
+    spec = dataclasses.replace(_spec(_write(tmp_path / "data.jsonl", rows), []), custom_scorer_uri=str(scorer_file))
+    expected = run_custom_scorer(
+        scorer,
+        [r["response"] for r in rows],
+        [r["reference"] for r in rows],
+        [{"prompt": r["prompt"], "line": i + 1, "topic": r["topic"]} for i, r in enumerate(rows)],
+    )
+    monkeypatch.setattr(custom, "WHOLE_DATASET_SAMPLES", 10)  # 45 samples: streamed, batch by batch
+    monkeypatch.setattr(scorer_task, "AGGREGATE_CHUNK", 4)  # chunks of one batch (8)
+    streamed = evaluate_in_process(spec, str(tmp_path / "out"))
+    assert streamed.candidate.metrics == expected.values
+    lines = [json.loads(line) for line in (tmp_path / "out" / "samples.jsonl").read_text().splitlines()]
+    assert [s["scores"] for s in lines] == (expected.per_sample or [{}] * len(rows))
+    if aggregate:
+        assert expected.values["batches"] == 6  # ceil(45 / 8): the batches of one whole-dataset call
+
+
+def test_limit_takes_the_same_first_records_across_shards(tmp_path: Path) -> None:
+    dataset = _write(tmp_path / "data.jsonl", _label_rows(40))
+    spec = _spec(dataset, ["accuracy"], limit=13)
+    before = [f"line-{r.line}" for r in DatasetReader(DatasetSpec(str(dataset)), limit=13)]
+    assert before == [f"line-{i}" for i in range(1, 14)]
+    for index in range(4):
+        run_shard(spec, "candidate", index, 4, str(tmp_path / "records"))
+    out = report(spec, str(tmp_path / "out"), records_uri=str(tmp_path / "records"))
+    ids = [json.loads(line)["id"] for line in (tmp_path / "out" / "samples.jsonl").read_text().splitlines()]
+    assert ids == before
+    assert out.candidate.num_samples == 13
+    shard_two = (tmp_path / "records" / "records" / "candidate" / "shard-00002-of-00004.jsonl").read_text()
+    assert [json.loads(line)["id"] for line in shard_two.splitlines()] == ["line-3", "line-7", "line-11"]
+
+
+def test_merge_names_the_shard_whose_records_do_not_match(tmp_path: Path) -> None:
+    for index in range(2):
+        path = Path(shard_uri(str(tmp_path), "candidate", index, 2))
+        path.parent.mkdir(parents=True, exist_ok=True)
+        _write(path, [{"id": f"line-{i}"} for i in range(index, 6, 2)])
+    merged = list(merged_records(str(tmp_path), "candidate", (f"line-{i}" for i in range(6))))
+    assert [r["id"] for r in merged] == [f"line-{i}" for i in range(6)]
+    with pytest.raises(RuntimeError, match=r"shard-00001-of-00002\.jsonl: record 'line-1' where item 1 \('line-9'\)"):
+        list(merged_records(str(tmp_path), "candidate", ["line-0", "line-9"]))
+    with pytest.raises(RuntimeError, match="records beyond the task's items"):
+        list(merged_records(str(tmp_path), "candidate", [f"line-{i}" for i in range(5)]))
+    with pytest.raises(RuntimeError, match="no record where item 6"):
+        list(merged_records(str(tmp_path), "candidate", [f"line-{i}" for i in range(7)]))
+
+
+def _shards(folder: Path, rows: int, count: int) -> tuple[list[str], list[str]]:
+    """Shard files as the evaluation step writes them, generated directly (no model, no dataset pass);
+    returns the references and responses written."""
+    rng = random.Random(rows)
+    truth: list[str] = []
+    predicted: list[str] = []
+    handles = []
+    for index in range(count):
+        path = Path(shard_uri(str(folder), "candidate", index, count))
+        path.parent.mkdir(parents=True, exist_ok=True)
+        handles.append(path.open("w", encoding="utf-8"))
+    for i in range(rows):
+        response, reference = rng.choice(LABELS), rng.choice(LABELS)
+        truth.append(reference)
+        predicted.append(response)
+        record = {
+            "id": f"line-{i + 1}", "subtask": None, "line": i + 1, "prompt": f"animal {i}?", "response": response,
+            "generated": False, "reference": reference, "metadata": {},
+            "scores": {"accuracy": float(response == reference)},
+        }  # fmt: skip
+        handles[i % count].write(json.dumps(record, sort_keys=True) + "\n")
+    for handle in handles:
+        handle.close()
+    return truth, predicted
+
+
+def _merge_peak(tmp_path: Path, rows: int) -> tuple[int, dict, tuple[list[str], list[str]]]:
+    folder = tmp_path / f"rows-{rows}"
+    labels = _shards(folder, rows, 3)
+    task = ScorerTask(
+        _spec(_write(tmp_path / "small.jsonl", _label_rows(10)), ["accuracy", "f1"], average="macro"), "candidate"
+    )
+    ids = (f"line-{i + 1}" for i in range(rows))
+    tracemalloc.start()
+    try:
+        with SamplesFile(folder / "samples.jsonl") as samples:
+            agg = task.aggregate_stream(merged_records(str(folder), "candidate", ids), samples.write)
+        _, peak = tracemalloc.get_traced_memory()
+    finally:
+        tracemalloc.stop()
+    assert samples.count == rows
+    return peak, agg.metrics, labels
+
+
+def test_report_merge_memory_does_not_grow_with_rows(tmp_path: Path) -> None:
+    small_peak, _, _ = _merge_peak(tmp_path, 10_000)
+    large_peak, metrics, (truth, predicted) = _merge_peak(tmp_path, 100_000)
+    # Ten times the rows, the same peak: one aggregation chunk and one line per shard, never the data.
+    assert large_peak < small_peak * 1.25 + 256 * 1024, (small_peak, large_peak)
+    assert large_peak < 10 * 1024**2  # 100,000 records are ~20 MB of JSON, ~150 MB as dicts
+    assert metrics["accuracy"] == skm.accuracy_score(truth, predicted)
+    assert metrics["f1"] == skm.f1_score(truth, predicted, average="macro")
+
+
+def test_blockwise_bootstrap_equals_one_draw(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(compare, "BOOTSTRAP_BLOCK", 1000)  # 3 resamples per block of 300 pairs
+    rng = np.random.default_rng(0)
+    candidate, base = rng.random(300), rng.random(300)
+    expected_rng = np.random.default_rng(11)
+    diffs = candidate - base
+    indices = expected_rng.integers(0, 300, size=(500, 300))
+    low, high = np.percentile(diffs[indices].mean(axis=1), [2.5, 97.5])
+    test = paired_bootstrap(candidate, base, 11, resamples=500)
+    assert test["ci95"] == [float(low), float(high)]
