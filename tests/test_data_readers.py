@@ -5,6 +5,7 @@ from __future__ import annotations
 import csv
 import hashlib
 import json
+import math
 from pathlib import Path
 
 import pyarrow as pa
@@ -191,6 +192,23 @@ def test_value_coercion_and_multi_reference(tmp_path: Path) -> None:
     assert records[1] == Record(2, "q", "0.5", "false", None, {})
     assert records[2] == Record(3, "q", None, None, None, {})
     assert records[3] == Record(4, "q", "", "1", None, {})
+
+
+def test_jsonl_values_are_those_json_reads_whichever_parser_runs(tmp_path: Path) -> None:
+    # orjson, when installed, refuses some of what json accepts; such lines must read exactly as json reads them.
+    lines = [
+        '{"prompt": "q", "reference": "a", "big": 123456789012345678901234567890, "nan": NaN, "inf": -Infinity}',
+        '{"prompt": "caf\\u00e9", "reference": "a", "x": 1.5e300, "dup": 1, "dup": 2}',
+        *(json.dumps(row) for row in _qa(8)),
+    ]
+    path = tmp_path / "d.jsonl"
+    path.write_text("\n".join(lines) + "\n", encoding="utf-8")
+    records = list(iter_records(DatasetSpec(str(path))))
+    expected = [json.loads(line) for line in lines[:2]]
+    assert records[0].metadata["big"] == expected[0]["big"] == 123456789012345678901234567890
+    assert math.isnan(records[0].metadata["nan"]) and records[0].metadata["inf"] == -math.inf
+    assert records[1].prompt == "caf\u00e9"
+    assert records[1].metadata == {"x": 1.5e300, "dup": 2} == {k: expected[1][k] for k in ("x", "dup")}
 
 
 def test_parquet_types_lists_and_nan(tmp_path: Path) -> None:

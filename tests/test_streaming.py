@@ -5,6 +5,7 @@ chunked runs write byte-identical samples.jsonl, and the Report step's merge hol
 from __future__ import annotations
 
 import dataclasses
+import hashlib
 import json
 import random
 import tracemalloc
@@ -18,7 +19,14 @@ from sklearn import metrics as skm
 
 from evalstack.data import DatasetReader
 from evalstack.engine import scorer_task
-from evalstack.engine.run import evaluate_in_process, merged_records, report, run_shard, shard_uri
+from evalstack.engine.run import (
+    evaluate_in_process,
+    manifest_uri,
+    report,
+    run_shard,
+    shard_uri,
+    verified_records,
+)
 from evalstack.engine.scorer_task import ScorerTask
 from evalstack.metrics import PresetScorer, compute_preset, custom, dump_scorer, run_custom_scorer
 from evalstack.results import compare
@@ -239,19 +247,73 @@ def test_limit_takes_the_same_first_records_across_shards(tmp_path: Path) -> Non
     assert [json.loads(line)["id"] for line in shard_two.splitlines()] == ["line-3", "line-7", "line-11"]
 
 
+def _manifest(folder: Path, index: int, count: int, ids: list[str], items: int) -> None:
+    """The manifest the evaluation step writes beside a shard's records."""
+    digest = hashlib.sha256("".join(f"{i}\n" for i in ids).encode()).hexdigest()
+    manifest = {"items": items, "dataset_sha256": "ab" * 32, "ids_sha256": digest}
+    path = Path(manifest_uri(str(folder), "candidate", index, count))
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(json.dumps(manifest))
+
+
 def test_merge_names_the_shard_whose_records_do_not_match(tmp_path: Path) -> None:
+    ids = [[f"line-{i}" for i in range(index, 6, 2)] for index in range(2)]
     for index in range(2):
         path = Path(shard_uri(str(tmp_path), "candidate", index, 2))
         path.parent.mkdir(parents=True, exist_ok=True)
-        _write(path, [{"id": f"line-{i}"} for i in range(index, 6, 2)])
-    merged = list(merged_records(str(tmp_path), "candidate", (f"line-{i}" for i in range(6))))
+        _write(path, [{"id": i} for i in ids[index]])
+        _manifest(tmp_path, index, 2, ids[index], 6)
+    manifest, merged = verified_records(str(tmp_path), "candidate")
+    assert manifest.items == 6
     assert [r["id"] for r in merged] == [f"line-{i}" for i in range(6)]
-    with pytest.raises(RuntimeError, match=r"shard-00001-of-00002\.jsonl: record 'line-1' where item 1 \('line-9'\)"):
-        list(merged_records(str(tmp_path), "candidate", ["line-0", "line-9"]))
-    with pytest.raises(RuntimeError, match="records beyond the task's items"):
-        list(merged_records(str(tmp_path), "candidate", [f"line-{i}" for i in range(5)]))
-    with pytest.raises(RuntimeError, match="no record where item 6"):
-        list(merged_records(str(tmp_path), "candidate", [f"line-{i}" for i in range(7)]))
+    expected = {5: r"00001-of-00002\.jsonl: records beyond", 7: r"00000-of-00002\.jsonl: no record where item 6"}
+    for items, message in expected.items():
+        for index in range(2):
+            _manifest(tmp_path, index, 2, ids[index], items)
+        with pytest.raises(RuntimeError, match=message):
+            list(verified_records(str(tmp_path), "candidate")[1])
+
+
+def test_report_step_reads_the_shards_not_the_dataset(tmp_path: Path) -> None:
+    dataset = _write(tmp_path / "data.jsonl", _label_rows(12))
+    expected = hashlib.sha256(dataset.read_bytes()).hexdigest()
+    spec = _spec(dataset, ["accuracy"])
+    records = str(tmp_path / "records")
+    for index in range(2):
+        run_shard(spec, "candidate", index, 2, records)
+    dataset.unlink()  # the Report step must not need it: the shards' manifests carry count and sha256
+    out = report(spec, str(tmp_path / "out"), records_uri=records)
+    assert out.candidate.num_samples == 12
+    assert out.candidate.dataset_sha256 == expected
+    ids = [json.loads(line)["id"] for line in (tmp_path / "out" / "samples.jsonl").read_text().splitlines()]
+    assert ids == [f"line-{i}" for i in range(1, 13)]
+
+
+def test_report_step_names_the_shard_that_does_not_match_its_manifest(tmp_path: Path) -> None:
+    spec = _spec(_write(tmp_path / "data.jsonl", _label_rows(12)), ["accuracy"])
+    records = tmp_path / "records"
+    for index in range(2):
+        run_shard(spec, "candidate", index, 2, str(records))
+    second = Path(shard_uri(str(records), "candidate", 1, 2))
+    kept = second.read_text()
+    # A record swapped for another item: counts still agree, only the ids differ.
+    lines = kept.splitlines(keepends=True)
+    second.write_text(lines[0].replace('"line-2"', '"line-1"') + "".join(lines[1:]))
+    with pytest.raises(RuntimeError, match=r"shard-00001-of-00002\.jsonl: record ids are not those of the items"):
+        report(spec, str(tmp_path / "a"), records_uri=str(records))
+    second.write_text("".join(lines[:-1]))
+    with pytest.raises(RuntimeError, match=r"shard-00001-of-00002\.jsonl: no record where item 11 belongs"):
+        report(spec, str(tmp_path / "b"), records_uri=str(records))
+    second.write_text(kept)
+    manifest = Path(manifest_uri(str(records), "candidate", 1, 2))
+    manifest.write_text(json.dumps({**json.loads(manifest.read_text()), "dataset_sha256": "0" * 64}))
+    shown = r"manifests/candidate/shard-00001-of-00002\.json: 12 items of dataset sha256 0+, but"
+    with pytest.raises(RuntimeError, match=shown):
+        report(spec, str(tmp_path / "c"), records_uri=str(records))
+    Path(manifest_uri(str(records), "candidate", 0, 2)).unlink()
+    with pytest.raises(RuntimeError, match=r"manifests/candidate/shard-00000-of-00002\.json: missing"):
+        report(spec, str(tmp_path / "d"), records_uri=str(records))
+    assert not any((tmp_path / name).exists() for name in "abcd")
 
 
 def _shards(folder: Path, rows: int, count: int) -> tuple[list[str], list[str]]:
@@ -277,6 +339,8 @@ def _shards(folder: Path, rows: int, count: int) -> tuple[list[str], list[str]]:
         handles[i % count].write(json.dumps(record, sort_keys=True) + "\n")
     for handle in handles:
         handle.close()
+    for index in range(count):
+        _manifest(folder, index, count, [f"line-{i + 1}" for i in range(index, rows, count)], rows)
     return truth, predicted
 
 
@@ -286,11 +350,10 @@ def _merge_peak(tmp_path: Path, rows: int) -> tuple[int, dict, tuple[list[str], 
     task = ScorerTask(
         _spec(_write(tmp_path / "small.jsonl", _label_rows(10)), ["accuracy", "f1"], average="macro"), "candidate"
     )
-    ids = (f"line-{i + 1}" for i in range(rows))
     tracemalloc.start()
     try:
         with SamplesFile(folder / "samples.jsonl") as samples:
-            agg = task.aggregate_stream(merged_records(str(folder), "candidate", ids), samples.write)
+            agg = task.aggregate_stream(verified_records(str(folder), "candidate")[1], samples.write)
         _, peak = tracemalloc.get_traced_memory()
     finally:
         tracemalloc.stop()

@@ -95,7 +95,8 @@ class RecordBuilder:
 
     def build(self, line: int, row: dict[str, Any]) -> Record:
         for column, value in row.items():
-            self._check_unicode(line, str(column), value)
+            if not (type(value) is str and value.isascii()):  # the common case, checked inline: it is hot
+                self._check_unicode(line, str(column), value)
         m = self.mapping
         prompt = self._coerce(row.get(m.prompt), m.prompt, "prompt", line)
         response = self._coerce(row.get(m.response), m.response, "response", line)

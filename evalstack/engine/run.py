@@ -7,11 +7,12 @@ in-process path used by tests and the CLI, so a sharded run and a one-shot run s
 from __future__ import annotations
 
 import contextlib
+import hashlib
 import json
 import re
 import tempfile
-from collections.abc import Iterable, Iterator, Sequence
-from dataclasses import dataclass
+from collections.abc import Callable, Iterable, Iterator, Sequence
+from dataclasses import asdict, dataclass, fields
 from itertools import islice
 from pathlib import Path
 from typing import IO, Any
@@ -60,7 +61,8 @@ def run_shard(
     task = task or build_task(spec, role)
     count, every = _items(task)
     total = len(range(shard_index, count, shard_count))
-    items = islice(every, shard_index, None, shard_count)
+    ids = hashlib.sha256()  # of the items this shard was given: the Report step checks records against it
+    items = _hashed_ids(islice(every, shard_index, None, shard_count), ids.update)
     # Items run in chunks big enough to keep every connection busy; after each chunk the shard's
     # progress file says how far it got, which `evalstack evaluate` shows as a progress bar. Records
     # go to a local file as they are made and are uploaded once complete: memory holds one chunk.
@@ -95,10 +97,21 @@ def run_shard(
                 replace=True,  # rewritten after every chunk: the one output that is not write-once
             )
         out.close()
-        timer.write(output_uri, role, spec.kms_key_id)  # before the records, whose presence marks a finished shard
+        # Both before the records, whose presence marks a finished shard.
+        timer.write(output_uri, role, spec.kms_key_id)
         uri = shard_uri(output_uri, role, shard_index, shard_count)
+        if isinstance(task, StreamingTask):  # so the Report step need not read the dataset again
+            manifest = ShardManifest(items=count, dataset_sha256=task.dataset_sha256(), ids_sha256=ids.hexdigest())
+            manifest_file = manifest_uri(output_uri, role, shard_index, shard_count)
+            storage.write_text(manifest_file, json.dumps(asdict(manifest)), kms_key_id=spec.kms_key_id)
         storage.upload_file(path, uri, kms_key_id=spec.kms_key_id)
     return uri
+
+
+def _hashed_ids(items: Iterable[Item], update: Callable[[bytes], None]) -> Iterator[Item]:
+    for item in items:
+        update(item.id.encode("utf-8") + b"\n")
+        yield item
 
 
 def _items(task: EvalTask) -> tuple[int, Iterator[Item]]:
@@ -154,28 +167,87 @@ def read_records(output_uri: str, role: str) -> list[dict[str, Any]]:
     return records
 
 
-def merged_records(output_uri: str, role: str, item_ids: Iterable[str]) -> Iterator[dict[str, Any]]:
-    """The shards' records in item order, streamed: item ``i`` is line ``i // count`` of shard
-    ``i % count``, so a round-robin over the shard files is the merge, holding one line per shard.
-    Each record must be the next of ``item_ids``: the shards cover the items exactly once."""
+@dataclass(frozen=True)
+class ShardManifest:
+    """What an evaluate shard of a streaming task learned in its one pass over the dataset, written
+    beside its records: the Report step merges and checks the shards with it instead of re-reading."""
+
+    items: int  # the task's items over every shard
+    dataset_sha256: str
+    ids_sha256: str  # of this shard's item ids in order, each followed by a newline
+
+
+def manifest_uri(output_uri: str, role: str, index: int, count: int) -> str:
+    """Outside the records folder, which holds only records files."""
+    return storage.join(output_uri, "manifests", role, f"shard-{index:05d}-of-{count:05d}.json")
+
+
+def _read_manifest(uri: str) -> ShardManifest:
+    try:
+        raw = json.loads(storage.read_text(uri))
+    except FileNotFoundError:
+        raise RuntimeError(f"{uri}: missing; the shard's evaluate step did not record its items") from None
+    except json.JSONDecodeError as err:
+        raise RuntimeError(f"{uri}: invalid JSON: {err.msg} (line {err.lineno})") from None
+    names = [f.name for f in fields(ShardManifest)]
+    if not isinstance(raw, dict) or sorted(raw) != sorted(names):
+        raise RuntimeError(f"{uri}: expected an object with exactly the fields {names}")
+    manifest = ShardManifest(**raw)
+    if not isinstance(manifest.items, int) or isinstance(manifest.items, bool) or manifest.items < 0:
+        raise RuntimeError(f"{uri}: field 'items': expected a count, got {manifest.items!r}")
+    return manifest
+
+
+def verified_records(output_uri: str, role: str) -> tuple[ShardManifest, Iterator[dict[str, Any]]]:
+    """The shards' records in item order, streamed and checked against the shards' manifests (no
+    dataset read): every shard saw the same dataset and item count, holds exactly its share of the
+    items, and its record ids are those of the items it was given, in order. A failed check raises
+    naming the shard file; the id check runs once the records are consumed, before the last returns."""
     uris = shard_uris(output_uri, role)
+    names = [manifest_uri(output_uri, role, index, len(uris)) for index in range(len(uris))]
+    manifests = [_read_manifest(name) for name in names]
+    first = manifests[0]
+    for name, manifest in zip(names, manifests, strict=True):
+        if (manifest.items, manifest.dataset_sha256) != (first.items, first.dataset_sha256):
+            raise RuntimeError(
+                f"{name}: {manifest.items} items of dataset sha256 {manifest.dataset_sha256}, but "
+                f"{names[0]} has {first.items} of {first.dataset_sha256}; the shards read different data"
+            )
+    return first, _verified_merge(uris, manifests, first.items)
+
+
+def _verified_merge(uris: list[str], manifests: list[ShardManifest], items: int) -> Iterator[dict[str, Any]]:
+    """Item ``i`` is line ``i // count`` of shard ``i % count``, so a round-robin over the shard files
+    is the merge, holding one line per shard."""
+    digests = [hashlib.sha256() for _ in uris]
     with contextlib.ExitStack() as stack:
         shards = [_lines(stack.enter_context(storage.open_text(uri))) for uri in uris]
-        for position, item_id in enumerate(item_ids):
-            line = next(shards[position % len(shards)], None)
-            record = None if line is None else json.loads(line)
-            if record is None or record["id"] != item_id:
-                found = "no record" if record is None else f"record {record['id']!r}"
+        for position in range(items):
+            shard = position % len(shards)
+            line = next(shards[shard], None)
+            if line is None:
                 raise RuntimeError(
-                    f"{uris[position % len(uris)]}: {found} where item {position} ({item_id!r}) belongs; "
+                    f"{uris[shard]}: no record where item {position} belongs; "
                     "shard records do not cover the items exactly once"
                 )
+            record = json.loads(line)
+            digests[shard].update(str(record["id"]).encode("utf-8") + b"\n")
             yield record
-        extra = next((uri for uri, lines in zip(uris, shards, strict=True) if next(lines, None) is not None), None)
-        if extra is not None:
+        _no_extra_records(uris, shards)
+    for uri, digest, manifest in zip(uris, digests, manifests, strict=True):
+        if digest.hexdigest() != manifest.ids_sha256:
             raise RuntimeError(
-                f"{extra}: records beyond the task's items; shard records do not cover the items exactly once"
+                f"{uri}: record ids are not those of the items the shard was given; "
+                "shard records do not cover the items exactly once"
             )
+
+
+def _no_extra_records(uris: list[str], shards: list[Iterator[str]]) -> None:
+    extra = next((uri for uri, lines in zip(uris, shards, strict=True) if next(lines, None) is not None), None)
+    if extra is not None:
+        raise RuntimeError(
+            f"{extra}: records beyond the task's items; shard records do not cover the items exactly once"
+        )
 
 
 def _lines(handle: IO[str]) -> Iterator[str]:
@@ -200,7 +272,7 @@ class Report:
         return out
 
 
-def _result(spec: EvaluationSpec, task: EvalTask, role: str, agg: Aggregate, n: int) -> EvaluationResult:
+def _result(spec: EvaluationSpec, role: str, agg: Aggregate, n: int, dataset_sha256: str) -> EvaluationResult:
     return EvaluationResult(
         eval_type=spec.eval_type,
         name=spec.name,
@@ -208,7 +280,7 @@ def _result(spec: EvaluationSpec, task: EvalTask, role: str, agg: Aggregate, n: 
         role=role,
         num_samples=n,
         metrics=agg.metrics,
-        dataset_sha256=task.dataset_sha256(),
+        dataset_sha256=dataset_sha256,
         stderr=agg.stderr,
         confidence_intervals=agg.confidence_intervals,
         subtasks=agg.subtasks,
@@ -242,11 +314,13 @@ def _finish_role(spec: EvaluationSpec, role: str, records_uri: str, task: EvalTa
     records: list[dict[str, Any]] | None = None
     with SamplesFile(path) as samples:
         if isinstance(task, StreamingTask):
-            ids = (item.id for item in task.iter_items())
-            agg = task.aggregate_stream(merged_records(records_uri, role, ids), samples.write)
+            manifest, merged = verified_records(records_uri, role)
+            agg = task.aggregate_stream(merged, samples.write, count=manifest.items)
+            dataset_sha256 = manifest.dataset_sha256
         else:
             records = _ordered(task, read_records(records_uri, role))
             agg = task.aggregate(records)
+            dataset_sha256 = task.dataset_sha256()
             for record in records:
                 extra = agg.sample_scores.get(record["id"])
                 if extra:
@@ -259,7 +333,7 @@ def _finish_role(spec: EvaluationSpec, role: str, records_uri: str, task: EvalTa
     agg.metrics = headline(agg.metrics, primary)
     if primary is not None:
         agg.details["primary_metric"] = primary.name
-    return _Role(_result(spec, task, role, agg, samples.count), agg, task, path, records)
+    return _Role(_result(spec, role, agg, samples.count, dataset_sha256), agg, task, path, records)
 
 
 def _comparison(spec: EvaluationSpec, candidate: _Role, base: _Role) -> dict[str, Any]:

@@ -21,6 +21,7 @@ from evalstack.data import DatasetReader, DatasetSummary
 from evalstack.data.items import record_item
 from evalstack.metrics import MetricResult, PresetScorer, load_scorer, run_custom_scorer
 from evalstack.metrics.custom import ScorerStream, scores_whole_dataset
+from evalstack.metrics.pool import SamplePool, step_pool
 from evalstack.metrics.registry import Z_95
 from evalstack.models.base import ModelBackend
 from evalstack.models.prompts import answer_prompts
@@ -69,8 +70,8 @@ class ScorerTask:
     def dataset_sha256(self) -> str:
         return self.scan().sha256
 
-    def _presets(self) -> list[PresetScorer]:
-        return [PresetScorer(name, self.hp) for name in self.spec.metrics]
+    def _presets(self, pool: SamplePool | None = None) -> list[PresetScorer]:
+        return [PresetScorer(name, self.hp, pool) for name in self.spec.metrics]
 
     def run(self, items: Sequence[Item], model: ModelBackend | None) -> list[dict[str, Any]]:
         no_reference = next((item for item in items if item.data["reference"] is None), None)
@@ -106,7 +107,7 @@ class ScorerTask:
             # Per-sample values are computed here, in the (sharded) evaluation step, chunk by chunk.
             predictions = [r["response"] for r in records]
             references = [r["reference"] for r in records]
-            for preset in self._presets():
+            for preset in self._presets(step_pool()):
                 for record, scores in zip(records, preset.score(predictions, references) or (), strict=False):
                     record["scores"].update(scores)
         return records

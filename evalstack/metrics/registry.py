@@ -11,11 +11,14 @@ from __future__ import annotations
 
 import math
 from collections.abc import Callable, Sequence
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from evalstack.catalog.hyperparameters import Hyperparameters
 from evalstack.catalog.metrics import CLASSIFICATION_METRICS, BuiltInMetric, resolve_builtin_metric
 from evalstack.metrics.result import MetricResult, custom_scorer_params
+
+if TYPE_CHECKING:
+    from evalstack.metrics.pool import SamplePool
 
 References = Sequence[str] | Sequence[Sequence[str]]
 Samples = list[dict[str, float]]
@@ -25,6 +28,8 @@ MEAN_OF_SAMPLES = frozenset(
     {BuiltInMetric.ACCURACY, BuiltInMetric.ROUGE, BuiltInMetric.METEOR, BuiltInMetric.BERTSCORE}
 )
 Z_95 = 1.959963984540054
+# Per-sample CPU metrics worth a process pool (accuracy is a comparison; BERTScore batches a model).
+POOLED = frozenset({BuiltInMetric.ROUGE, BuiltInMetric.METEOR, BuiltInMetric.BLEU})
 
 
 class RunningMean:
@@ -103,10 +108,20 @@ def mean_keys(metric: BuiltInMetric, hp: Hyperparameters) -> list[str]:
 
 
 class PresetScorer:
-    """One preset metric, scored chunk by chunk (see the module docstring)."""
+    """One preset metric, scored chunk by chunk (see the module docstring).
 
-    def __init__(self, metric: BuiltInMetric | str, params: dict[str, Any] | Hyperparameters | None = None) -> None:
+    With a ``pool``, the per-sample values of ROUGE, METEOR and BLEU are computed by its workers
+    (identical values, in the same order); without one, in this process.
+    """
+
+    def __init__(
+        self,
+        metric: BuiltInMetric | str,
+        params: dict[str, Any] | Hyperparameters | None = None,
+        pool: SamplePool | None = None,
+    ) -> None:
         self.metric = resolve_builtin_metric(metric)
+        self.pool = pool if self.metric in POOLED else None
         self.hp = params if isinstance(params, Hyperparameters) else custom_scorer_params(params)
         self.means = {k: RunningMean() for k in mean_keys(self.metric, self.hp)} if self.is_mean else {}
         self._corpus: Any = None
@@ -132,7 +147,10 @@ class PresetScorer:
         """Per-sample values of a chunk; None for F1/precision/recall, which have none."""
         if self.metric in CLASSIFICATION_METRICS and not self.is_mean:
             return None
-        return _samples_fn(self.metric)(predictions, references, self.hp)
+        fn = _samples_fn(self.metric)
+        if self.pool is not None:
+            return self.pool.score(fn, predictions, references, self.hp)
+        return fn(predictions, references, self.hp)
 
     def add(self, predictions: Sequence[str], references: References, scores: Sequence[dict[str, float]]) -> None:
         """Fold a chunk in, in corpus order; ``scores`` holds each sample's values (at least this metric's)."""
