@@ -29,6 +29,7 @@ import os
 import re
 import shutil
 import sqlite3
+import sys
 import tempfile
 import threading
 import time
@@ -413,6 +414,16 @@ def write_bytes(uri: str, data: bytes, *, kms_key_id: str | None = None, replace
 
 def write_text(uri: str, text: str, *, kms_key_id: str | None = None, replace: bool = False) -> None:
     write_bytes(uri, text.encode("utf-8"), kms_key_id=kms_key_id, replace=replace)
+
+
+def write_text_keeping_first(uri: str, text: str, *, kms_key_id: str | None = None) -> None:
+    """``write_text`` for files that differ between attempts of a retried step only in what they display
+    (times): where the first attempt already wrote the file, it stays, and stderr (the step's log) says
+    so, rather than failing a finished step on write-once S3."""
+    try:
+        write_text(uri, text, kms_key_id=kms_key_id)
+    except WriteOnceError:
+        print(f"evalstack: keeping the first attempt's {uri}", file=sys.stderr)
 
 
 def upload_file(path: Path, uri: str, *, kms_key_id: str | None = None, replace: bool = False) -> None:

@@ -23,7 +23,6 @@ import html
 import itertools
 import json
 import math
-import sys
 from collections import Counter
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
@@ -553,10 +552,6 @@ def write_report_html(output_uri: str, report_started: datetime, kms_key_id: str
     steps = [*recorded_step_times(output_uri), StepTime("Report", "Executing", report_started.isoformat(),
                                                         now().isoformat())]  # fmt: skip
     uri = storage.join(output_uri, "report.html")
-    try:
-        storage.write_text(uri, render_html(load_inputs(output_uri, steps)), kms_key_id=kms_key_id)
-    except storage.WriteOnceError:
-        # A retried Report step renders other step times; S3 outputs are write-once, and the results it
-        # shows are the same files, so the first attempt's page stays rather than failing the retry.
-        print(f"evalstack: keeping the report already at {uri}", file=sys.stderr)
+    # A retried Report step renders other step times around the same results.
+    storage.write_text_keeping_first(uri, render_html(load_inputs(output_uri, steps)), kms_key_id=kms_key_id)
     return uri

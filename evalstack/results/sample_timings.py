@@ -168,11 +168,7 @@ class ShardTimer:
         if self.model is not None and self.model.calls and not self._rows:
             log.warning("the model was called but no record holds a timed answer: no sample times for this shard")
         uri = shard_uri(records_uri, role, self.shard_index, self.shard_count)
-        try:
-            storage.write_text(uri, "".join(self._rows), kms_key_id=kms_key_id)
-        except storage.WriteOnceError as err:
-            # A retried step: the first attempt's times of the same items stay (times differ per attempt).
-            log.warning("%s", err)
+        storage.write_text_keeping_first(uri, "".join(self._rows), kms_key_id=kms_key_id)
         return uri
 
 

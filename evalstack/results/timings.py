@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import json
 import re
-import sys
 from dataclasses import asdict, dataclass
 from datetime import UTC, datetime
 
@@ -42,12 +41,7 @@ def record_step_time(
     )
     step = StepTime(name, "Succeeded", start.isoformat(), end.isoformat())
     uri = timing_uri(output_uri, role, index, count)
-    try:
-        storage.write_text(uri, json.dumps(asdict(step)), kms_key_id=kms_key_id)
-    except storage.WriteOnceError:
-        # A retried step has other times; S3 outputs are write-once, and times only feed the report's
-        # display, so the first attempt's record stays rather than failing a finished shard.
-        print(f"evalstack: keeping the step time already at {uri}", file=sys.stderr)
+    storage.write_text_keeping_first(uri, json.dumps(asdict(step)), kms_key_id=kms_key_id)
 
 
 def recorded_step_times(output_uri: str) -> list[StepTime]:

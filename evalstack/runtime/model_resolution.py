@@ -147,23 +147,28 @@ def _endpoint(name: str, aws: AwsLookup, tried: list[str]) -> str | None:
     return f"sagemaker:{name}?format={fmt}" + (f"&region={aws.region}" if aws.region else "")
 
 
+def _end_version(aws: AwsLookup, group: str, order: str, **filters: str) -> str | None:
+    """The ARN of the group's oldest ("Ascending") or newest ("Descending") version matching ``filters``."""
+    listed = _call(
+        aws.sagemaker.list_model_packages,
+        ModelPackageGroupName=group,
+        SortBy="CreationTime",
+        SortOrder=order,
+        MaxResults=1,
+        **filters,
+    )
+    summaries = (listed or {}).get("ModelPackageSummaryList") or []
+    return summaries[0]["ModelPackageArn"] if summaries else None
+
+
 def _package_group(name: str, aws: AwsLookup, tried: list[str]) -> str | None:
     if _call(aws.sagemaker.describe_model_package_group, ModelPackageGroupName=name) is None:
         tried.append(f"model package group {name!r}: none (DescribeModelPackageGroup)")
         return None
-    listed = _call(
-        aws.sagemaker.list_model_packages,
-        ModelPackageGroupName=name,
-        ModelApprovalStatus="Approved",
-        SortBy="CreationTime",
-        SortOrder="Descending",
-        MaxResults=1,
-    )
-    summaries = (listed or {}).get("ModelPackageSummaryList") or []
-    if not summaries:
+    arn = _end_version(aws, name, "Descending", ModelApprovalStatus="Approved")
+    if arn is None:
         tried.append(f"model package group {name!r}: exists, but has no Approved version")
         return None
-    arn = summaries[0]["ModelPackageArn"]
     tried.append(f"model package group {name!r}: latest Approved version {arn}")
     return arn
 
@@ -303,15 +308,7 @@ def _first_version(described: dict[str, Any], aws: AwsLookup, tried: list[str]) 
     if not group:
         tried.append("first version of its group: the package belongs to no group")
         return None
-    listed = _call(
-        aws.sagemaker.list_model_packages,
-        ModelPackageGroupName=group,
-        SortBy="CreationTime",
-        SortOrder="Ascending",
-        MaxResults=1,
-    )
-    summaries = (listed or {}).get("ModelPackageSummaryList") or []
-    first = summaries[0]["ModelPackageArn"] if summaries else None
+    first = _end_version(aws, group, "Ascending")
     if first is None or first == described.get("ModelPackageArn"):
         tried.append(f"first version of group {group!r}: the package itself")
         return None
