@@ -19,7 +19,6 @@ import json
 import re
 import sys
 import threading
-import time
 import zlib
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
@@ -147,8 +146,8 @@ class ScriptedOpenAIServer:
                     server.requests.extend((self.path, one) for one in split)
                     server.request_headers.extend(dict(self.headers) for _ in split)
                 reply = _merged([_as_reply(self.path, server.script(self.path, one)) for one in split])
-                if reply.delay:
-                    time.sleep(reply.delay)
+                if reply.delay and server.stopping.wait(reply.delay):
+                    return  # the server is stopping: a stalled reply is never sent
                 if reply.reset:
                     self.close_connection = True
                     self.connection.shutdown(2)
