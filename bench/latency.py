@@ -6,7 +6,8 @@ run; the median and the range are printed next to the goal. Bytecode is cached (
 for an installed package, whose .pyc files pip writes at install time: an environment that sets
 PYTHONDONTWRITEBYTECODE would otherwise time the compilation of every module of evalstack on each run.
 For the evaluation run, where its time went is printed from the execution's own step records: the
-client until the execution started, each step, and the client after the last step.
+client until the execution started, each step, and the client after the last step. The load average is
+printed before and after: on a shared machine it says how far the times are from an idle one's.
 
     .venv/bin/python bench/latency.py [runs]
 """
@@ -58,7 +59,12 @@ def phases(home: str, started: float, ended: float) -> dict[str, float]:
     return out
 
 
+def load() -> str:
+    return "load average " + " ".join(f"{value:.2f}" for value in os.getloadavg())
+
+
 def main(runs: int) -> None:
+    print(load())
     print(f"{'case':48} {'median s':>9} {'min s':>7} {'max s':>7} {'goal s':>7}")
     breakdown: dict[str, list[float]] = {}
     with tempfile.TemporaryDirectory() as pycache:
@@ -79,6 +85,7 @@ def main(runs: int) -> None:
     print("\nwhere the README run's time went (median s):")
     for phase, values in breakdown.items():
         print(f"  {phase:46} {statistics.median(values):9.2f}")
+    print(load())
 
 
 if __name__ == "__main__":

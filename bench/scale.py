@@ -164,7 +164,7 @@ def main() -> None:
     sizes = args.size_mb or [1024.0]
     metrics = args.metric or list(METRICS)
     print(f"{'size MiB':>8} {'rows':>10} {'metric':8} {'evalstack s':>11} {'peak MiB':>9} {'peer s':>7} "
-          f"{'peak MiB':>9} {'evalstack value':>16} {'peer value':>16}")  # fmt: skip
+          f"{'peak MiB':>9} {'ratio':>6} {'evalstack value':>16} {'peer value':>16} {'load':>9}")  # fmt: skip
     for size in sizes:
         with tempfile.TemporaryDirectory(dir=args.dir) as folder:
             work = Path(folder)
@@ -174,10 +174,14 @@ def main() -> None:
                 files[kind] = (path, generate(path, int(size * 1024**2), kind))
             for metric in metrics:
                 path, rows = files["labels" if metric in ("accuracy", "f1") else "text"]
+                before = os.getloadavg()[0]
                 ours, peer = run_evalstack(path, metric, work), run_peer(path, metric)
+                # The 1-minute load average before and after: the machine may be shared, which inflates times.
+                load = f"{before:.1f}-{os.getloadavg()[0]:.1f}"
                 print(
                     f"{size:8.0f} {rows:10,} {metric:8} {ours.seconds:11.1f} {ours.peak_rss / 1024**2:9.0f} "
-                    f"{peer.seconds:7.1f} {peer.peak_rss / 1024**2:9.0f} {ours.value:16.10g} {peer.value:16.10g}",
+                    f"{peer.seconds:7.1f} {peer.peak_rss / 1024**2:9.0f} {ours.seconds / peer.seconds:6.2f} "
+                    f"{ours.value:16.10g} {peer.value:16.10g} {load:>9}",
                     flush=True,
                 )
 

@@ -61,20 +61,45 @@ class EvalTask(Protocol):
     def aggregate(self, records: Sequence[dict[str, Any]]) -> Aggregate: ...
 
 
+class ModelNeeded(ValueError):
+    """Raised by ``run`` given no model for an item whose answer is not in the data."""
+
+
 @runtime_checkable
 class StreamingTask(Protocol):
     """A task whose items and records stream: memory is set by the chunk size, never by the dataset.
 
     The engine streams items into ``run`` chunk by chunk, and in the Report step passes the merged
     records in item order to ``aggregate_stream``, which folds them into online state and hands each
-    record, with its final scores, to ``emit`` (samples.jsonl). Tasks without these methods get
-    ``items()`` and ``aggregate(records)`` with lists.
+    record, with its final scores, to ``emit`` (samples.jsonl). Each record travels with its
+    samples.jsonl line when the shard file already holds it (else None), so an unchanged record is
+    copied, not encoded again. Tasks without these methods get ``items()`` and ``aggregate(records)``
+    with lists.
     """
 
     def iter_items(self) -> Iterator[Item]: ...
 
     def item_count(self) -> int: ...
 
+    def scan(self) -> Any:
+        """What one validating pass over the items learned, made once and then kept (for a dataset, an
+        ``evalstack.data.DatasetSummary``: a layer this contract does not import)."""
+        ...
+
+    @property
+    def answers_in_data(self) -> bool:
+        """Whether the items may carry their answers before the dataset is read: the engine then scores
+        in the one pass that reads it, without a model, until ``run`` raises ``ModelNeeded``."""
+        ...
+
+    def progress_estimate(self) -> float | None:
+        """During a pass of ``iter_items``, the part of the dataset read so far (0 to 1), if known."""
+        ...
+
     def aggregate_stream(
-        self, records: Iterable[dict[str, Any]], emit: Callable[[dict[str, Any]], None], *, count: int | None = None
+        self,
+        records: Iterable[tuple[dict[str, Any], bytes | None]],
+        emit: Callable[[dict[str, Any], bytes | None], None],
+        *,
+        count: int | None = None,
     ) -> Aggregate: ...

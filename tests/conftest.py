@@ -33,12 +33,19 @@ def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item
             item.add_marker(skip)
 
 
+@pytest.fixture(scope="session")
+def cache_home(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """One XDG cache folder per test session (the local client's service-model cache), never the user's."""
+    return tmp_path_factory.mktemp("xdg-cache")
+
+
 @pytest.fixture(autouse=True)
-def isolated_environment(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
+def isolated_environment(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, cache_home: Path) -> Path:
     """Each test gets its own EVALSTACK_HOME, and boto3 finds no credentials unless a test gives some
     (so s3:// maps to the local object folder by default, and nothing can reach a real account)."""
     home = tmp_path / "evalstack-home"
     monkeypatch.setenv("EVALSTACK_HOME", str(home))
+    monkeypatch.setenv("XDG_CACHE_HOME", str(cache_home))
     for var in (
         "AWS_ACCESS_KEY_ID",
         "AWS_SECRET_ACCESS_KEY",
@@ -85,6 +92,22 @@ def aws(moto_endpoint: str, monkeypatch: pytest.MonkeyPatch) -> str:
     monkeypatch.setenv("AWS_ACCESS_KEY_ID", "testing")
     monkeypatch.setenv("AWS_SECRET_ACCESS_KEY", "testing")
     return moto_endpoint
+
+
+@pytest.fixture(scope="session")
+def mlflow_tracking_servers(moto_endpoint: str, tmp_path_factory: pytest.TempPathFactory):
+    """SageMaker managed MLflow on loopback (tests/support/mlflow_server.py), booted once per session."""
+    from tests.support.mlflow_server import TRACKING_SERVERS, hosting
+
+    with hosting(TRACKING_SERVERS, tmp_path_factory.mktemp("mlflow"), moto_endpoint) as server:
+        yield server
+
+
+@pytest.fixture
+def managed_mlflow(aws: str, mlflow_tracking_servers, monkeypatch: pytest.MonkeyPatch):
+    """The sagemaker-mlflow plugin resolves TRACKING_SERVERS' ARNs to that server (step processes inherit it)."""
+    monkeypatch.setenv("SAGEMAKER_MLFLOW_CUSTOM_ENDPOINT", mlflow_tracking_servers.endpoint)
+    return mlflow_tracking_servers
 
 
 @pytest.fixture

@@ -92,6 +92,9 @@ HEAVY = (
     "numpy", "scipy", "pyarrow", "pandas", "sklearn", "torch", "transformers", "datasets", "nltk", "rouge_score",
     "sacrebleu", "matplotlib", "mlflow", "boto3", "botocore.session", "botocore.client", "urllib3", "httpx", "rich",
     "click",
+    # what builds and runs an evaluation (the model layer and its HTTP dispatcher, the task engine, the
+    # judge): the evaluators import it when they are built or run
+    "evalstack.models", "evalstack.engine", "evalstack.judge", "http.client",
 )  # fmt: skip
 CLI_HELP = """
 import contextlib, io

@@ -22,9 +22,9 @@ from evalstack.engine.run import evaluate_in_process
 from evalstack.models import LoglikelihoodRequest, load_backend
 from evalstack.models.package_serving import READY_MARKER, ModelArtifact, cache_root, fetch_artifact
 from evalstack.spec import EvaluationSpec
+from tests.support.model_packages import IMAGE, register_package
 from tests.support.tiny_lm import TinyModel, build
 
-IMAGE = "123456789012.dkr.ecr.us-east-1.amazonaws.com/llm-inference:1"
 TEXTS = ["The sun is a star.", "Plants need water and light to grow.", "Ice melts when it is warmed."] * 20
 REQUESTS = [LoglikelihoodRequest("Plants need", " water"), LoglikelihoodRequest("The sun is", " a star.")]
 
@@ -62,20 +62,6 @@ def clients(aws: str) -> tuple[object, object, str]:
     return boto3.client("sagemaker", region_name="us-east-1"), s3, bucket
 
 
-def _register(sagemaker: object, **container: object) -> str:
-    group = f"llm-{uuid.uuid4().hex[:8]}"
-    sagemaker.create_model_package_group(ModelPackageGroupName=group)
-    return sagemaker.create_model_package(
-        ModelPackageGroupName=group,
-        InferenceSpecification={
-            "Containers": [{"Image": IMAGE, **container}],
-            "SupportedContentTypes": ["application/json"],
-            "SupportedResponseMIMETypes": ["application/json"],
-        },
-        ModelApprovalStatus="PendingManualApproval",
-    )["ModelPackageArn"]
-
-
 def _extracted() -> Path:
     (folder,) = [p.parent for p in cache_root().glob(f"*/{READY_MARKER}")]
     return folder
@@ -84,7 +70,7 @@ def _extracted() -> Path:
 def test_package_is_evaluated_in_the_job_and_equals_hf_on_the_same_folder(clients, model_files, tmp_path) -> None:
     sagemaker, s3, bucket = clients
     s3.put_object(Bucket=bucket, Key="llm/model.tar.gz", Body=_tarball(model_files))
-    arn = _register(sagemaker, ModelDataUrl=f"s3://{bucket}/llm/model.tar.gz")
+    arn = register_package(sagemaker, ModelDataUrl=f"s3://{bucket}/llm/model.tar.gz")
     hyperparameters = {"limit": 10, "seed": 3}
 
     def run(model: str, name: str) -> tuple[dict, list[dict]]:
@@ -118,7 +104,7 @@ def test_package_is_evaluated_in_the_job_and_equals_hf_on_the_same_folder(client
 def test_generative_scoring_is_recorded_as_such(clients, model_files, tmp_path) -> None:
     sagemaker, s3, bucket = clients
     s3.put_object(Bucket=bucket, Key="llm/model.tar.gz", Body=_tarball(model_files))
-    arn = _register(sagemaker, ModelDataUrl=f"s3://{bucket}/llm/model.tar.gz")
+    arn = register_package(sagemaker, ModelDataUrl=f"s3://{bucket}/llm/model.tar.gz")
     spec = EvaluationSpec(
         eval_type="benchmark", model=arn, benchmark="GSM8K", hyperparameters={"limit": 3, "max_tokens": 4}
     ).validate()
@@ -163,7 +149,7 @@ def test_uncompressed_prefix_from_model_data_source(clients, model_files, tiny: 
     for name, data in model_files.items():
         s3.put_object(Bucket=bucket, Key=f"weights/llm/{name}", Body=data)
     source = {"S3Uri": f"s3://{bucket}/weights/llm/", "S3DataType": "S3Prefix", "CompressionType": "None"}
-    arn = _register(sagemaker, ModelDataSource={"S3DataSource": source})
+    arn = register_package(sagemaker, ModelDataSource={"S3DataSource": source})
     backend = load_backend(arn)
     assert backend.serving_details()["artifact_declared_in"] == (
         "InferenceSpecification.Containers[0].ModelDataSource.S3DataSource"
@@ -182,7 +168,7 @@ def test_uncompressed_prefix_from_model_data_source(clients, model_files, tiny: 
 def test_tarball_members_leading_outside_are_refused(clients, members, links, refused, tmp_path) -> None:
     sagemaker, s3, bucket = clients
     s3.put_object(Bucket=bucket, Key="bad/model.tar.gz", Body=_tarball(members, links))
-    arn = _register(sagemaker, ModelDataUrl=f"s3://{bucket}/bad/model.tar.gz")
+    arn = register_package(sagemaker, ModelDataUrl=f"s3://{bucket}/bad/model.tar.gz")
     with pytest.raises(ValueError, match=rf"s3://{bucket}/bad/model.tar.gz .*refused tarball member '{refused}'"):
         load_backend(arn)
     assert not (cache_root().parent / "escaped.txt").exists()
@@ -197,14 +183,14 @@ def test_prefix_object_keys_leading_outside_are_refused(clients) -> None:
     listed = [o["Key"] for o in s3.list_objects_v2(Bucket=bucket, Prefix="w/")["Contents"]]
     assert "w/sub/../../escaped.txt" in listed  # S3 keeps the key as written
     source = {"S3Uri": f"s3://{bucket}/w", "S3DataType": "S3Prefix", "CompressionType": "None"}
-    arn = _register(sagemaker, ModelDataSource={"S3DataSource": source})
+    arn = register_package(sagemaker, ModelDataSource={"S3DataSource": source})
     with pytest.raises(ValueError, match=r"refused object key 'w/sub/\.\./\.\./escaped\.txt'"):
         load_backend(arn)
 
 
 def test_package_without_model_data_names_the_package_and_field(clients) -> None:
     sagemaker, _, _ = clients
-    arn = _register(sagemaker)
+    arn = register_package(sagemaker)
     with pytest.raises(ValueError) as err:
         load_backend(arn)
     message = str(err.value)
@@ -215,24 +201,15 @@ def test_package_without_model_data_names_the_package_and_field(clients) -> None
 
 def test_several_containers_with_model_data_are_named(clients) -> None:
     sagemaker, _, bucket = clients
-    group = f"llm-{uuid.uuid4().hex[:8]}"
-    sagemaker.create_model_package_group(ModelPackageGroupName=group)
     containers = [{"Image": IMAGE, "ModelDataUrl": f"s3://{bucket}/{name}/model.tar.gz"} for name in ("a", "b")]
-    arn = sagemaker.create_model_package(
-        ModelPackageGroupName=group,
-        InferenceSpecification={
-            "Containers": containers,
-            "SupportedContentTypes": ["application/json"],
-            "SupportedResponseMIMETypes": ["application/json"],
-        },
-    )["ModelPackageArn"]
+    arn = register_package(sagemaker, containers=containers)
     with pytest.raises(ValueError, match=r"2 containers declare model data \(InferenceSpecification.Containers\[0\]"):
         load_backend(arn)
 
 
 def test_a_bad_model_data_uri_names_the_package_and_field(clients) -> None:
     sagemaker, _, _ = clients
-    arn = _register(sagemaker, ModelDataUrl="s3://Not_A_Bucket/model.tar.gz")
+    arn = register_package(sagemaker, ModelDataUrl="s3://Not_A_Bucket/model.tar.gz")
     with pytest.raises(ValueError) as err:
         load_backend(arn)
     assert str(err.value).startswith(f"model package {arn}: InferenceSpecification.Containers[0].ModelDataUrl: ")
@@ -242,7 +219,7 @@ def test_a_bad_model_data_uri_names_the_package_and_field(clients) -> None:
 def test_unsupported_model_data_source_names_the_field(clients) -> None:
     sagemaker, _, bucket = clients
     source = {"S3Uri": f"s3://{bucket}/w/", "S3DataType": "S3Prefix", "CompressionType": "Gzip"}
-    arn = _register(sagemaker, ModelDataSource={"S3DataSource": source})
+    arn = register_package(sagemaker, ModelDataSource={"S3DataSource": source})
     with pytest.raises(ValueError, match=r"Containers\[0\]\.ModelDataSource\.S3DataSource has S3DataType='S3Prefix'"):
         load_backend(arn)
 
@@ -250,7 +227,7 @@ def test_unsupported_model_data_source_names_the_field(clients) -> None:
 def test_tarball_without_a_model_says_what_was_looked_for(clients) -> None:
     sagemaker, s3, bucket = clients
     s3.put_object(Bucket=bucket, Key="x/model.tar.gz", Body=_tarball({"readme.txt": b"no weights"}))
-    arn = _register(sagemaker, ModelDataUrl=f"s3://{bucket}/x/model.tar.gz")
+    arn = register_package(sagemaker, ModelDataUrl=f"s3://{bucket}/x/model.tar.gz")
     with pytest.raises(ValueError, match=r"no transformers model found \(config.json at the top"):
         load_backend(arn)
 

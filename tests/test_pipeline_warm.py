@@ -126,3 +126,19 @@ def test_step_runs_cold_when_the_warm_parent_cannot_start(tmp_path: Path) -> Non
     assert done.stdout.split() == ["Popen", "2"], done.stderr  # the cold step's own usage error
     assert "starting it cold" in done.stderr
     assert "usage: python -m evalstack.pipeline.step evaluate" in (root / "output.log").read_text()
+
+
+def test_warm_parent_preloads_no_library_only_some_runs_use() -> None:
+    # Every run's first step waits for these imports: nltk in full, scipy, scikit-learn and pandas are
+    # left to the steps that need them (docs/performance.md), and ROUGE's rouge-score comes without them.
+    code = (
+        "import importlib, json, sys\n"
+        "from evalstack.pipeline.local.warm import PRELOAD\n"
+        "for name in PRELOAD: importlib.import_module(name)\n"
+        "print(json.dumps(sorted({m.split('.')[0] for m in sys.modules})))\n"
+    )
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=False)
+    assert done.returncode == 0, done.stderr
+    loaded = set(json.loads(done.stdout))
+    assert {"rouge_score", "matplotlib", "sacrebleu"} <= loaded
+    assert loaded.isdisjoint({"nltk", "scipy", "sklearn", "pandas", "torch", "transformers"})

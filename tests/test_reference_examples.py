@@ -7,8 +7,10 @@ Examples that need AWS (EventBridge, a model package group) run against moto in 
 comparison example keeps its model name, registered there as a package group whose package names its
 base model.
 
-Examples that depend on what is out of scope here are marked xfail(strict=True) with the reason:
-logging to SageMaker managed MLflow (no local emulation of a tracking server ARN).
+Examples that log to SageMaker managed MLflow (``mlflow_resource_arn``) keep their ARNs: the real
+``sagemaker-mlflow`` plugin resolves and signs them, reaching MLflow's own tracking server on loopback
+through ``SAGEMAKER_MLFLOW_CUSTOM_ENDPOINT``, behind a SigV4 gate, with artifacts in moto S3
+(tests/support/mlflow_server.py).
 """
 
 # The examples are the reference's text, copied with its whitespace-only lines.
@@ -26,6 +28,7 @@ from typing import Any
 import pytest
 
 from evalstack.catalog.benchmarks import BBH_TASKS, MMLU_SUBJECTS
+from tests.support.mlflow_server import ManagedMlflow, signed_requests
 from tests.support.openai_server import prompt_of, serve
 
 IMPORT = ("from sagemaker.train.evaluate import", "from evalstack.evaluate import")
@@ -100,6 +103,40 @@ def register_fine_tuned(group: str, server: Any) -> str:
     )["ModelPackageArn"]
 
 
+BENCHMARK_MLFLOW_ARN = "arn:aws:sagemaker:us-west-2:123:mlflow-tracking-server/my-server"
+JUDGE_MLFLOW_ARN = "arn:aws:sagemaker:us-west-2:123:mlflow-tracking-server/server"
+
+
+def logged_run(server: ManagedMlflow, arn: str, experiment: str, output: str) -> tuple[Any, Any]:
+    """(client, run): the one run of ``experiment`` for the execution whose results are in ``output``,
+    read back from the server's store with MLflow's own client, after checking that every request
+    naming ``arn`` was accepted by the server's gate: signed with SigV4 for service sagemaker-mlflow in
+    the ARN's region."""
+    from mlflow.tracking import MlflowClient
+
+    requests = signed_requests(server, arn)
+    for request in requests:
+        assert "/us-west-2/sagemaker-mlflow/aws4_request, " in request["authorization"]
+    assert {"/api/2.0/mlflow/runs/create", "/api/2.0/mlflow/runs/log-batch"} <= {r["path"] for r in requests}
+    client = MlflowClient(server.store_uri)
+    found = client.get_experiment_by_name(experiment)
+    assert found is not None
+    (run,) = client.search_runs([found.experiment_id], f"tags.`evalstack.output_uri` = '{output}'")
+    assert run.info.status == "FINISHED"
+    assert run.info.artifact_uri.startswith(server.artifact_root + "/")  # the tracking server's store, in S3
+    return client, run
+
+
+def assert_logged_files(client: Any, run: Any, output: Path, tmp_path: Path, expected: list[str]) -> None:
+    """The run's artifacts (read from moto S3) are the execution's result files, byte for byte."""
+    listed = [a.path for a in client.list_artifacts(run.info.run_id)]
+    listed += [a.path for a in client.list_artifacts(run.info.run_id, "base")] if "base" in listed else []
+    assert sorted(name for name in listed if name != "base") == expected
+    for name in expected:
+        downloaded = Path(client.download_artifacts(run.info.run_id, name, str(tmp_path / "downloaded")))
+        assert downloaded.read_bytes() == (output / name).read_bytes(), name
+
+
 def _labelled(path: Path, rows: list[dict[str, Any]]) -> Path:
     path.write_text("".join(json.dumps(r) + "\n" for r in rows))
     return path
@@ -158,18 +195,42 @@ except ClientError as e:
 """
 
 
-@pytest.mark.xfail(strict=True, reason="out of scope: the MLflow ARN needs SageMaker managed MLflow")
-def test_benchmark_usage(aws: str, data_root: Path, model: Any, tmp_path: Path) -> None:
+def test_benchmark_usage(aws: str, data_root: Path, model: Any, tmp_path: Path, managed_mlflow: ManagedMlflow) -> None:
     from botocore.exceptions import ClientError
 
-    register_fine_tuned("llama-2-7b-hf-fine-tuned", model)  # an HF hub id is no SageMaker name
+    package = register_fine_tuned("llama-2-7b-hf-fine-tuned", model)  # an HF hub id is no SageMaker name
+    namespace: dict[str, Any] = {"ClientError": ClientError}
     printed = run(
         BENCHMARK_USAGE,
-        {"ClientError": ClientError},
+        namespace,
         ('"meta-llama/Llama-2-7b-hf-fine-tuned"', '"llama-2-7b-hf-fine-tuned"'),
         ('"s3://my-bucket/evaluation-results"', repr(str(tmp_path / "results"))),
     )
     assert "Evaluation completed successfully" in printed
+    execution = namespace["execution"]
+    output = Path(execution.s3_output_path)
+    results = execution.results()
+    comparison = results["comparison"]
+    client, logged = logged_run(managed_mlflow, BENCHMARK_MLFLOW_ARN, "llm-evaluation", str(output))
+    assert logged.info.run_name == "mmlu-evaluation-v1"
+    params = logged.data.params
+    assert params["eval_type"] == "benchmark" and params["benchmark"] == "MMLU"
+    assert params["subtasks"] == "abstract_algebra,anatomy,astronomy,college_mathematics"
+    assert params["model"] == results["model"] == package
+    assert params["base_model"] == _reference(model).replace("?model=m&", "?model=base&")  # the package's base
+    assert (params["hp/batch_size"], params["hp/max_tokens"], params["hp/temperature"]) == ("8", "512", "0.1")
+    metrics = logged.data.metrics
+    assert metrics["num_samples"] == results["num_samples"] == 48
+    for name, value in results["metrics"].items():
+        assert metrics[name] == pytest.approx(value, abs=1e-9)
+        assert metrics[f"base/{name}"] == pytest.approx(comparison["base"][name], abs=1e-9)
+        assert metrics[f"improvement/{name}"] == pytest.approx(comparison["improvements"][name], abs=1e-9)
+    for subtask, values in results["subtasks"].items():
+        assert metrics[f"subtask/{subtask}/acc"] == pytest.approx(values["acc"], abs=1e-12)
+    # Logged at the model package's version, so a group's versions line up in MLflow's charts.
+    assert {m.step for m in client.get_metric_history(logged.info.run_id, "accuracy")} == {1}
+    expected = ["base/results.json", "comparison.json", "report.html", "report.md", "results.json", "spec.json"]
+    assert_logged_files(client, logged, output, tmp_path, expected)
 
 
 def test_benchmark_listing_and_properties_part_of_the_usage_example() -> None:
@@ -466,17 +527,49 @@ def _code_answers(path: Path) -> Path:
     return _labelled(path, rows)
 
 
-@pytest.mark.xfail(strict=True, reason="out of scope: the MLflow ARN needs SageMaker managed MLflow")
-def test_judge_builtin_metrics(tmp_path: Path) -> None:
-    with _judge_server() as judge:
+BUILTIN_SCORES = {"helpfulness": 4, "relevance": 5, "correctness": 3, "harmfulness": 0}
+
+
+def _builtin_judge() -> Any:
+    """A judge answering each built-in rubric's prompt with its score of BUILTIN_SCORES, as JSON."""
+
+    def answer(path: str, body: dict) -> Any:
+        prompt = prompt_of(path, body)
+        (name,) = [n for n in BUILTIN_SCORES if f"Metric: {n} - " in prompt]
+        return json.dumps({"reasoning": f"Judged on {name}.", "score": BUILTIN_SCORES[name]})
+
+    return serve(answer)
+
+
+def test_judge_builtin_metrics(tmp_path: Path, managed_mlflow: ManagedMlflow) -> None:
+    # correctness needs a reference answer: the dataset carries one per row.
+    rows = [{"prompt": f"What is {i} + 1?", "response": f"{i + 1}", "reference": f"{i + 1}"} for i in range(10)]
+    namespace: dict[str, Any] = {}
+    with _builtin_judge() as judge:
         printed = run(
             JUDGE_BUILTIN,
-            {},
+            namespace,
             ('"anthropic.claude-3-sonnet-20240229-v1:0"', repr(f"openai:{judge.base_url}?model=judge&api=chat")),
-            ('"s3://my-bucket/eval-dataset.jsonl"', repr(str(_code_answers(tmp_path / "d.jsonl")))),
+            ('"s3://my-bucket/eval-dataset.jsonl"', repr(str(_labelled(tmp_path / "d.jsonl", rows)))),
             ('"s3://my-bucket/judge-results"', repr(str(tmp_path / "out"))),
         )
     assert "Evaluation completed" in printed
+    execution = namespace["execution"]
+    output = Path(execution.s3_output_path)
+    results = execution.results()
+    client, logged = logged_run(managed_mlflow, JUDGE_MLFLOW_ARN, "llm-quality-eval", str(output))
+    assert logged.info.run_name == output.name  # no run name given: the execution's id
+    params = logged.data.params
+    assert params["eval_type"] == "llm_as_judge" and params["model"] == "my-fine-tuned-llm"
+    assert params["judge_model"] == f"openai:{judge.base_url}?model=judge&api=chat"
+    assert params["dataset"] == str(tmp_path / "d.jsonl")
+    # Likert scores 1-5 normalise to 0-1; harmfulness is a yes/no rubric scored 0 or 1.
+    expected = {name: (score - 1) / 4 for name, score in BUILTIN_SCORES.items() if name != "harmfulness"}
+    expected["harmfulness"] = 0.0
+    for name, value in expected.items():
+        assert logged.data.metrics[name] == results["metrics"][name] == value
+    assert logged.data.metrics["num_samples"] == 10
+    assert_logged_files(client, logged, output, tmp_path, ["report.html", "report.md", "results.json", "spec.json"])
 
 
 def test_judge_custom_metrics(tmp_path: Path) -> None:

@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import importlib.util
 import json
+import sys
 from pathlib import Path
 
 import pytest
@@ -52,7 +54,11 @@ def test_report_step_logs_params_metrics_and_artifacts(isolated_environment: Pat
     assert experiment.artifact_location.startswith((isolated_environment / "mlflow" / "artifacts").as_uri())
 
 
-def test_managed_mlflow_needs_the_sagemaker_plugin() -> None:
+def test_managed_mlflow_needs_the_sagemaker_plugin(monkeypatch: pytest.MonkeyPatch) -> None:
+    # The dev extra installs the plugin; a None entry in sys.modules is how Python marks a module
+    # unimportable, so find_spec reports it missing as it would be without the extra.
+    assert importlib.util.find_spec("sagemaker_mlflow") is not None
+    monkeypatch.setitem(sys.modules, "sagemaker_mlflow", None)
     arn = "arn:aws:sagemaker:us-west-2:123456789012:mlflow-tracking-server/my-server"
     spec = EvaluationSpec(eval_type="custom_scorer", model="m", mlflow=MlflowSpec(resource_arn=arn))
     with pytest.raises(

@@ -90,6 +90,18 @@ def _open_rows(uri: str, fmt: str) -> Iterator[_Rows]:
         yield JsonlRows(lines, uri) if fmt == "jsonl" else CsvRows(lines, uri)
 
 
+def _file_state(spec: DatasetSpec, limit: int | None) -> tuple[object, ...] | None:
+    """What identifies a local file's content for ``_PASSES``: the file (device, inode), its size and its
+    modification and change times, with what the pass read it as; None for other stores."""
+    if not storage.uses_local_files(spec.uri):
+        return None
+    try:
+        st = storage.local_path(spec.uri).stat()
+    except OSError:
+        return None
+    return (repr(spec), limit, st.st_dev, st.st_ino, st.st_size, st.st_mtime_ns, st.st_ctime_ns)
+
+
 @dataclass(frozen=True)
 class DatasetSummary:
     """What one full pass learned. ``count`` is the number of records yielded (after ``limit``)."""
@@ -101,6 +113,11 @@ class DatasetSummary:
     sha256: str
     has_responses: bool  # every record has a response: score them, do not call the model
     has_references: bool  # every record has a reference answer
+
+
+# Summaries of complete passes over unchanged local files in this process: the client reads a dataset
+# for several checks before a run, and a later count need not read it all again.
+_PASSES: dict[tuple[object, ...], DatasetSummary] = {}
 
 
 class DatasetReader:
@@ -117,6 +134,19 @@ class DatasetReader:
         self.limit = limit
         self.format = resolve_format(spec)
         self._summary: DatasetSummary | None = None
+        self._read: tuple[HashedLines, int] | None = None  # a text pass's lines and the file size
+
+    def known_summary(self) -> DatasetSummary | None:
+        """The summary of an earlier complete pass in this process over this local file, unchanged since."""
+        state = _file_state(self.spec, self.limit)
+        return None if state is None else _PASSES.get(state)
+
+    def fraction_read(self) -> float | None:
+        """During a pass over a text file, the part of its bytes read so far; None otherwise."""
+        if self._read is None:
+            return None
+        lines, size = self._read
+        return lines.consumed / size
 
     @property
     def summary(self) -> DatasetSummary:
@@ -127,6 +157,7 @@ class DatasetReader:
     def __iter__(self) -> Iterator[Record]:
         self._summary = None
         uri = self.spec.uri
+        state = _file_state(self.spec, self.limit)
         size = _checked_size(uri)
         unit = "row" if self.format == "parquet" else "line"
         builder = RecordBuilder(self.spec.columns, uri, unit=unit, empty_is_missing=self.format == "csv")
@@ -135,19 +166,23 @@ class DatasetReader:
         no_response: int | None = None  # first yielded record without a response
         no_reference = False
         with _open_rows(uri, self.format) as rows:
+            self._read = (rows.lines, size) if isinstance(rows, JsonlRows | CsvRows) else None
             if rows.columns is not None:
                 builder.check_columns(rows.columns, rows.where_columns)
+            build, limit = builder.build, self.limit  # locals: this loop runs once per row
+            stop = None if limit is None else max(limit, MIN_DATASET_SAMPLES)
             for line, row in rows:
-                record = builder.build(line, row)
+                record = build(line, row)
                 seen += 1
-                if self.limit is None or seen <= self.limit:
+                if limit is None or seen <= limit:
                     if record.prompt is None and no_prompt is None:
                         no_prompt = record.line
                     if record.response is None and no_response is None:
                         no_response = record.line
-                    no_reference = no_reference or record.reference is None
+                    if record.reference is None:
+                        no_reference = True
                     yield record
-                if self.limit is not None and seen >= max(self.limit, MIN_DATASET_SAMPLES):
+                if seen == stop:
                     break
             sha256 = rows.sha256()
         if seen < MIN_DATASET_SAMPLES:
@@ -168,6 +203,8 @@ class DatasetReader:
             has_responses=no_response is None,
             has_references=not no_reference,
         )
+        if state is not None and state == _file_state(self.spec, self.limit):  # unchanged while read
+            _PASSES[state] = self._summary
 
 
 def iter_records(spec: DatasetSpec, *, limit: int | None = None) -> Iterator[Record]:

@@ -31,10 +31,11 @@ def dataset_error(uri: str, where: str | None, problem: str) -> DatasetError:
     return DatasetError(f"{uri}: {where}: {problem}" if where else f"{uri}: {problem}")
 
 
-@dataclass(frozen=True)
+@dataclass
 class Record:
     """One sample. ``line`` is the 1-based physical line where it starts (JSONL, CSV: the header is
-    line 1) or the 1-based row number (Parquet). ``metadata`` holds every unmapped field as read."""
+    line 1) or the 1-based row number (Parquet). ``metadata`` holds every unmapped field as read.
+    Not frozen: a reader makes one per row, and a frozen dataclass costs about four times more to build."""
 
     line: int
     prompt: str | None
@@ -98,11 +99,13 @@ class RecordBuilder:
             if not (type(value) is str and value.isascii()):  # the common case, checked inline: it is hot
                 self._check_unicode(line, str(column), value)
         m = self.mapping
-        prompt = self._coerce(row.get(m.prompt), m.prompt, "prompt", line)
-        response = self._coerce(row.get(m.response), m.response, "response", line)
-        context = self._coerce(row.get(m.context), m.context, "context", line)
-        ref_column = self._reference_column(row)
-        reference = self._reference(row.get(ref_column), ref_column, line)
+        prompt = self._text(row.get(m.prompt), m.prompt, "prompt", line)
+        response = self._text(row.get(m.response), m.response, "response", line)
+        context = self._text(row.get(m.context), m.context, "context", line)
+        ref_column = m.reference if m.reference in row else self._reference_column(row)
+        reference = row.get(ref_column)
+        if type(reference) is not str or self.empty_is_missing:
+            reference = self._reference(reference, ref_column, line)
         if prompt is None and response is None:
             problem = f"missing; a record needs a prompt (or a {m.response!r} to score)"
             raise self._error(line, f"{field_label(m.prompt, 'prompt')}: {problem}")
@@ -139,6 +142,12 @@ class RecordBuilder:
         if self.mapping.reference in row:
             return self.mapping.reference
         return next((alias for alias in REFERENCE_ALIASES if alias in row), self.mapping.reference)
+
+    def _text(self, value: Any, column: str, role: str, line: int) -> str | None:
+        """``_coerce`` with the common case, a string in a format without empty-means-missing, inline."""
+        if type(value) is str and not self.empty_is_missing:
+            return value
+        return self._coerce(value, column, role, line)
 
     def _coerce(self, value: Any, column: str, role: str, line: int) -> str | None:
         """Strings pass; numbers and booleans become text because labels are often ints."""

@@ -44,11 +44,13 @@ class HashedLines:
         self._handle = handle
         self._uri = uri
         self._digest = hashlib.sha256()
+        self.consumed = 0  # bytes read so far, for progress estimates
 
     def __iter__(self) -> Iterator[tuple[int, str]]:
         number = 0
         while raw := self._handle.readline(MAX_LINE_BYTES + 1):
             number += 1
+            self.consumed += len(raw)
             self._digest.update(raw)
             if len(raw) > MAX_LINE_BYTES:
                 raise dataset_error(self._uri, f"line {number}", f"longer than {MAX_LINE_BYTES:,} bytes")
@@ -77,33 +79,33 @@ class JsonlRows:
     where_columns = ""
 
     def __init__(self, lines: HashedLines, uri: str):
-        self._lines = lines
+        self.lines = lines
         self._uri = uri
         self.sha256 = lines.sha256
 
     def __iter__(self) -> Iterator[tuple[int, dict[str, Any]]]:
         first = True
-        for number, text in self._lines:
+        for number, text in self.lines:
             if not text.strip():
                 continue
-            where = f"line {number}"
-            # A pretty-printed JSON array is the most common wrong shape; say so instead of "bad JSON".
-            hint = " (JSON Lines needs one object per line; this looks like a JSON array)"
-            array_hint = hint if first and text.lstrip().startswith("[") else ""
-            first = False
             try:
                 value = _parse(text.rstrip("\r\n"))  # so error columns count within this line
             except json.JSONDecodeError as err:
-                raise dataset_error(
-                    self._uri, where, f"invalid JSON: {err.msg} (column {err.colno}){array_hint}"
-                ) from None
+                raise self._error(number, f"invalid JSON: {err.msg} (column {err.colno})", first, text) from None
             except RecursionError:
-                raise dataset_error(self._uri, where, "invalid JSON: nested too deeply to read") from None
+                raise self._error(number, "invalid JSON: nested too deeply to read", False, text) from None
             except ValueError:  # the only other ValueError json raises: Python's integer-size limit
-                raise dataset_error(self._uri, where, f"invalid JSON: {too_many_digits()}") from None
-            if not isinstance(value, dict):
-                raise dataset_error(self._uri, where, f"expected a JSON object, got {json_type(value)}{array_hint}")
+                raise self._error(number, f"invalid JSON: {too_many_digits()}", False, text) from None
+            if type(value) is not dict:
+                raise self._error(number, f"expected a JSON object, got {json_type(value)}", first, text)
+            first = False
             yield number, value
+
+    def _error(self, number: int, problem: str, first: bool, text: str) -> Exception:
+        # A pretty-printed JSON array is the most common wrong shape; say so instead of "bad JSON".
+        looks_like_array = first and text.lstrip().startswith("[")
+        hint = " (JSON Lines needs one object per line; this looks like a JSON array)" if looks_like_array else ""
+        return dataset_error(self._uri, f"line {number}", problem + hint)
 
 
 def _parse(text: str) -> Any:
@@ -120,6 +122,7 @@ class CsvRows:
 
     def __init__(self, lines: HashedLines, uri: str):
         csv.field_size_limit(max(csv.field_size_limit(), _CSV_FIELD_LIMIT))
+        self.lines = lines
         self._uri = uri
         self.sha256 = lines.sha256
         # Each item fed to csv.reader is one physical line, so reader.line_num is a physical line number.

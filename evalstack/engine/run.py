@@ -24,9 +24,22 @@ from evalstack.engine.tasks import build_task, model_reference, primary_metric
 from evalstack.models import cached_backend
 from evalstack.results.headline import headline, with_headline
 from evalstack.results.sample_timings import ShardTimer, merge_sample_timings
-from evalstack.results.writer import EvaluationResult, SamplesFile, dumps, render_report, role_files
+from evalstack.results.writer import (
+    CALL_DETAIL_KEYS,
+    EvaluationResult,
+    SamplesFile,
+    dumps,
+    render_report,
+    role_files,
+    streamed_line,
+)
 from evalstack.spec import EvaluationSpec
-from evalstack.task import Aggregate, EvalTask, Item, StreamingTask
+from evalstack.task import Aggregate, EvalTask, Item, ModelNeeded, StreamingTask
+
+try:  # optional: without it shard records are read with json
+    from orjson import loads as _fast_loads
+except ImportError:  # pragma: no cover - depends on the installed extras
+    _fast_loads = None
 
 PROGRESS_CHUNK = 256
 SCORING_CHUNK = 4096
@@ -55,48 +68,26 @@ def run_shard(
     *,
     task: EvalTask | None = None,
 ) -> str:
-    """Evaluate items ``i`` with ``i % shard_count == shard_index``; write their records atomically."""
+    """Evaluate items ``i`` with ``i % shard_count == shard_index``; write their records atomically.
+
+    Records go to a local file as they are made and are uploaded once complete: memory holds one chunk.
+    After each chunk the shard's progress file says how far it got (`evalstack evaluate` shows it as a
+    progress bar). A task whose answers may all be in its data is scored in the one pass that reads
+    it; the first item that needs a model ends that attempt, and the items are then counted (which
+    validates every one before any model call) and streamed again.
+    """
     if not 0 <= shard_index < shard_count:
         raise ValueError(f"shard index {shard_index} is outside 0..{shard_count - 1}")
     task = task or build_task(spec, role)
-    count, every = _items(task)
-    total = len(range(shard_index, count, shard_count))
-    ids = hashlib.sha256()  # of the items this shard was given: the Report step checks records against it
-    items = _hashed_ids(islice(every, shard_index, None, shard_count), ids.update)
-    # Items run in chunks big enough to keep every connection busy; after each chunk the shard's
-    # progress file says how far it got, which `evalstack evaluate` shows as a progress bar. Records
-    # go to a local file as they are made and are uploaded once complete: memory holds one chunk.
-    concurrency = request_concurrency(spec.hyperparameters)
-    needs_model = task.needs_model and total > 0
-    # Without a model a chunk is only scoring work, so chunks are larger and progress writes fewer.
-    chunk = max(PROGRESS_CHUNK, 8 * concurrency) if needs_model else SCORING_CHUNK
-    progress = progress_uri(output_uri, role, shard_index, shard_count)
-    done = 0
+    shard = _Shard(spec, role, shard_index, shard_count, output_uri)
     timer = ShardTimer(shard_index, shard_count)  # per-sample model time: sample_timings.py
-    with contextlib.ExitStack() as stack:
-        folder = stack.enter_context(tempfile.TemporaryDirectory(prefix="evalstack-shard-"))
+    with tempfile.TemporaryDirectory(prefix="evalstack-shard-") as folder:
         path = Path(folder, "records.jsonl")
-        out = stack.enter_context(path.open("w", encoding="utf-8"))
-        model = None
-        if needs_model:
-            model = stack.enter_context(cached_backend(model_reference(spec, role), max_concurrency=concurrency))
-            prefix = records_prefix(output_uri, role)
-            record_serving(prefix, shard_index, shard_count, model, kms_key_id=spec.kms_key_id)
-            model = timer.wrap(model)
-        while batch := list(islice(items, chunk)):
-            records = task.run(batch, model)
-            if model is not None:  # only model answers carry times; walking scored records would cost
-                timer.add(records)
-            out.writelines(json.dumps(r, sort_keys=True) + "\n" for r in records)
-            done += len(records)
-            del batch, records  # before the next chunk is read, so only one is ever held
-            storage.write_text(
-                progress,
-                json.dumps({"done": done, "total": total}),
-                kms_key_id=spec.kms_key_id,
-                replace=True,  # rewritten after every chunk: the one output that is not write-once
-            )
-        out.close()
+        ids = hashlib.sha256()  # of the items this shard was given: the Report step checks records against it
+        count = _one_pass(task, shard, path, ids) if isinstance(task, StreamingTask) and task.answers_in_data else None
+        if count is None:
+            ids = hashlib.sha256()
+            count = _with_model(task, shard, path, ids, timer)
         # Both before the records, whose presence marks a finished shard.
         timer.write(output_uri, role, spec.kms_key_id)
         uri = shard_uri(output_uri, role, shard_index, shard_count)
@@ -106,6 +97,87 @@ def run_shard(
             storage.write_text(manifest_file, json.dumps(asdict(manifest)), kms_key_id=spec.kms_key_id)
         storage.upload_file(path, uri, kms_key_id=spec.kms_key_id)
     return uri
+
+
+@dataclass(frozen=True)
+class _Shard:
+    spec: EvaluationSpec
+    role: str
+    index: int
+    count: int
+    output_uri: str
+
+    def items(self, every: Iterable[Item], ids: Any) -> Iterator[Item]:
+        """This shard's items of ``every``, hashing their ids into ``ids`` on the way."""
+        return _hashed_ids(islice(every, self.index, None, self.count), ids.update)
+
+    def report_progress(self, done: int, total: int) -> None:
+        storage.write_text(
+            progress_uri(self.output_uri, self.role, self.index, self.count),
+            json.dumps({"done": done, "total": total}),
+            kms_key_id=self.spec.kms_key_id,
+            replace=True,  # rewritten after every chunk: the one output that is not write-once
+        )
+
+
+def _one_pass(task: StreamingTask, shard: _Shard, path: Path, ids: Any) -> int | None:
+    """Score every item of the shard without a model while reading the dataset once; the item count,
+    or None as soon as an item needs a model (``path`` then holds a partial file to be rewritten)."""
+    done = 0
+    every = task.iter_items()
+    items = shard.items(every, ids)
+    with contextlib.closing(every), path.open("wb") as out:  # closing: the dataset, if abandoned
+        while batch := list(islice(items, SCORING_CHUNK)):
+            try:
+                records = task.run(batch, None)  # type: ignore[attr-defined]
+            except ModelNeeded:
+                return None
+            out.writelines(map(streamed_line, records))
+            done += len(records)
+            del batch, records  # before the next chunk is read, so only one is ever held
+            # The count is known only at the end of the pass: until then, estimated from the part read.
+            part = task.progress_estimate()
+            shard.report_progress(done, max(done, round(done / part)) if part else done)
+    count = task.item_count()  # known now: the pass was complete
+    shard.report_progress(done, done)
+    return count
+
+
+def _with_model(task: EvalTask, shard: _Shard, path: Path, ids: Any, timer: ShardTimer) -> int:
+    """Count the items (a streaming task validates every one on the way), then run the shard's items
+    in chunks big enough to keep every connection of the model busy; the item count."""
+    spec = shard.spec
+    count, every = _items(task)
+    total = len(range(shard.index, count, shard.count))
+    items = shard.items(every, ids)
+    concurrency = request_concurrency(spec.hyperparameters)
+    needs_model = task.needs_model and total > 0
+    # Without a model a chunk is only scoring work, so chunks are larger and progress writes fewer.
+    chunk = max(PROGRESS_CHUNK, 8 * concurrency) if needs_model else SCORING_CHUNK
+    done = 0
+    encode = streamed_line if isinstance(task, StreamingTask) else _record_line
+    with contextlib.ExitStack() as stack:
+        out = stack.enter_context(path.open("wb"))
+        model = None
+        if needs_model:
+            model = stack.enter_context(cached_backend(model_reference(spec, shard.role), max_concurrency=concurrency))
+            prefix = records_prefix(shard.output_uri, shard.role)
+            record_serving(prefix, shard.index, shard.count, model, kms_key_id=spec.kms_key_id)
+            model = timer.wrap(model)
+        while batch := list(islice(items, chunk)):
+            records = task.run(batch, model)
+            if model is not None:  # only model answers carry times; walking scored records would cost
+                timer.add(records)
+            out.writelines(map(encode, records))
+            done += len(records)
+            del batch, records  # before the next chunk is read, so only one is ever held
+            shard.report_progress(done, total)
+    return count
+
+
+def _record_line(record: dict[str, Any]) -> bytes:
+    """A records line of a task that is not streamed: json, as its Report step reads it."""
+    return json.dumps(record, sort_keys=True).encode("utf-8") + b"\n"
 
 
 def _hashed_ids(items: Iterable[Item], update: Callable[[bytes], None]) -> Iterator[Item]:
@@ -198,11 +270,14 @@ def _read_manifest(uri: str) -> ShardManifest:
     return manifest
 
 
-def verified_records(output_uri: str, role: str) -> tuple[ShardManifest, Iterator[dict[str, Any]]]:
+def verified_records(output_uri: str, role: str) -> tuple[ShardManifest, Iterator[tuple[dict[str, Any], bytes | None]]]:
     """The shards' records in item order, streamed and checked against the shards' manifests (no
     dataset read): every shard saw the same dataset and item count, holds exactly its share of the
     items, and its record ids are those of the items it was given, in order. A failed check raises
-    naming the shard file; the id check runs once the records are consumed, before the last returns."""
+    naming the shard file; the id check runs once the records are consumed, before the last returns.
+
+    Each record comes with its shard line when that line is already the record's samples.jsonl line
+    (see ``streamed_line``), else None."""
     uris = shard_uris(output_uri, role)
     names = [manifest_uri(output_uri, role, index, len(uris)) for index in range(len(uris))]
     manifests = [_read_manifest(name) for name in names]
@@ -216,12 +291,14 @@ def verified_records(output_uri: str, role: str) -> tuple[ShardManifest, Iterato
     return first, _verified_merge(uris, manifests, first.items)
 
 
-def _verified_merge(uris: list[str], manifests: list[ShardManifest], items: int) -> Iterator[dict[str, Any]]:
+def _verified_merge(
+    uris: list[str], manifests: list[ShardManifest], items: int
+) -> Iterator[tuple[dict[str, Any], bytes | None]]:
     """Item ``i`` is line ``i // count`` of shard ``i % count``, so a round-robin over the shard files
     is the merge, holding one line per shard."""
     digests = [hashlib.sha256() for _ in uris]
     with contextlib.ExitStack() as stack:
-        shards = [_lines(stack.enter_context(storage.open_text(uri))) for uri in uris]
+        shards = [_lines(stack.enter_context(storage.open_binary(uri))) for uri in uris]
         for position in range(items):
             shard = position % len(shards)
             line = next(shards[shard], None)
@@ -230,9 +307,9 @@ def _verified_merge(uris: list[str], manifests: list[ShardManifest], items: int)
                     f"{uris[shard]}: no record where item {position} belongs; "
                     "shard records do not cover the items exactly once"
                 )
-            record = json.loads(line)
+            record, exact = _parsed(line)
             digests[shard].update(str(record["id"]).encode("utf-8") + b"\n")
-            yield record
+            yield record, line if exact else None
         _no_extra_records(uris, shards)
     for uri, digest, manifest in zip(uris, digests, manifests, strict=True):
         if digest.hexdigest() != manifest.ids_sha256:
@@ -242,7 +319,7 @@ def _verified_merge(uris: list[str], manifests: list[ShardManifest], items: int)
             )
 
 
-def _no_extra_records(uris: list[str], shards: list[Iterator[str]]) -> None:
+def _no_extra_records(uris: list[str], shards: list[Iterator[bytes]]) -> None:
     extra = next((uri for uri, lines in zip(uris, shards, strict=True) if next(lines, None) is not None), None)
     if extra is not None:
         raise RuntimeError(
@@ -250,7 +327,21 @@ def _no_extra_records(uris: list[str], shards: list[Iterator[str]]) -> None:
         )
 
 
-def _lines(handle: IO[str]) -> Iterator[str]:
+def _parsed(line: bytes) -> tuple[dict[str, Any], bool]:
+    """A records line parsed, and whether it can be copied to samples.jsonl as it is (it is the record's
+    ``streamed_line``). orjson reads it several times faster than json; what orjson refuses (integers
+    beyond 64 bits) json reads, and the record is then encoded again."""
+    if _fast_loads is not None and line.endswith(b"\n"):
+        try:
+            record = _fast_loads(line)
+        except ValueError:
+            pass
+        else:
+            return record, CALL_DETAIL_KEYS.isdisjoint(record)
+    return json.loads(line), False
+
+
+def _lines(handle: IO[bytes]) -> Iterator[bytes]:
     return (line for line in handle if line.strip())
 
 
@@ -312,7 +403,7 @@ def _finish_role(spec: EvaluationSpec, role: str, records_uri: str, task: EvalTa
     task = task or build_task(spec, role)
     path = Path(scratch, role, "samples.jsonl")
     records: list[dict[str, Any]] | None = None
-    with SamplesFile(path) as samples:
+    with SamplesFile(path, streamed=isinstance(task, StreamingTask)) as samples:
         if isinstance(task, StreamingTask):
             manifest, merged = verified_records(records_uri, role)
             agg = task.aggregate_stream(merged, samples.write, count=manifest.items)

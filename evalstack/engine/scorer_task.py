@@ -26,8 +26,11 @@ from evalstack.metrics.registry import Z_95
 from evalstack.models.base import ModelBackend
 from evalstack.models.prompts import answer_prompts
 from evalstack.spec import EvaluationSpec
-from evalstack.task import Aggregate, Item
+from evalstack.task import Aggregate, Item, ModelNeeded
 
+# A merged record and its samples.jsonl line when already encoded; what receives each final record.
+Merged = tuple[dict[str, Any], bytes | None]
+Emit = Callable[[dict[str, Any], bytes | None], None]
 # Records per aggregation chunk in the Report step: what it holds at once besides online state.
 AGGREGATE_CHUNK = 4096
 
@@ -53,11 +56,14 @@ class ScorerTask:
         return list(self.iter_items())
 
     def scan(self) -> DatasetSummary:
-        """Validate the whole dataset in one pass without keeping it (once; later calls reuse it)."""
+        """Validate the whole dataset in one pass without keeping it (once; later calls, and other tasks of
+        this process over the same unchanged local file, reuse it)."""
         if self._summary is None:
-            for _ in self.iter_items():
+            self._summary = self._reader.known_summary()
+        if self._summary is None:
+            for _ in self._reader:  # records, not items: nothing is kept
                 pass
-        assert self._summary is not None
+            self._summary = self._reader.summary
         return self._summary
 
     def item_count(self) -> int:
@@ -66,6 +72,14 @@ class ScorerTask:
     @property
     def needs_model(self) -> bool:
         return self.role == "base" or not self.scan().has_responses
+
+    @property
+    def answers_in_data(self) -> bool:
+        """The candidate's answers may be the dataset's responses; the base model always answers itself."""
+        return self.role == "candidate"
+
+    def progress_estimate(self) -> float | None:
+        return self._reader.fraction_read()
 
     def dataset_sha256(self) -> str:
         return self.scan().sha256
@@ -84,7 +98,7 @@ class ScorerTask:
         generated: dict[str, str] = {}
         if missing:
             if model is None:
-                raise ValueError(
+                raise ModelNeeded(
                     f"model: {len(missing)} record(s) need a {self.role} model response and no model was given"
                 )
             answers = answer_prompts(model, [item.data["prompt"] for item in missing], self.hp)
@@ -114,13 +128,13 @@ class ScorerTask:
 
     def aggregate(self, records: Sequence[dict[str, Any]]) -> Aggregate:
         """The list form of ``aggregate_stream``: custom per-sample scores land in the records themselves."""
-        return self.aggregate_stream(records, lambda _record: None, count=len(records))
+        return self.aggregate_stream(((r, None) for r in records), lambda _r, _line: None, count=len(records))
 
-    def aggregate_stream(
-        self, records: Iterable[dict[str, Any]], emit: Callable[[dict[str, Any]], None], *, count: int | None = None
-    ) -> Aggregate:
+    def aggregate_stream(self, records: Iterable[Merged], emit: Emit, *, count: int | None = None) -> Aggregate:
         """Fold records (in item order, as ``run`` made them) into the metrics, passing each record on to
-        ``emit`` with its final scores. ``count`` is the number of records, when the caller knows it."""
+        ``emit`` with its final scores. Each record comes with its samples.jsonl line when already encoded
+        (else None), passed on while the record is unchanged. ``count`` is the number of records, when
+        the caller knows it."""
         presets = self._presets()
         agg = Aggregate(metrics={}, details={"signatures": {}, "generated_responses": 0})
         scorer = load_scorer(storage.read_bytes(self.spec.custom_scorer_uri)) if self.spec.custom_scorer_uri else None
@@ -136,7 +150,8 @@ class ScorerTask:
         # A chunk is a multiple of the scorer's batch, so batches are those of one whole-dataset call.
         chunk_size = -(-AGGREGATE_CHUNK // batch_size) * batch_size
         records = iter(records)
-        while chunk := list(islice(records, chunk_size)):
+        while pairs := list(islice(records, chunk_size)):
+            chunk = [record for record, _ in pairs]
             predictions = [r["response"] for r in chunk]
             references = [r["reference"] for r in chunk]
             for preset in presets:
@@ -149,9 +164,13 @@ class ScorerTask:
             if held is not None:
                 held.extend(chunk)
                 continue
-            for record in chunk:
-                emit(record)
-            del chunk  # before the next one is read, so only one chunk is ever held
+            if stream is None:
+                for record, line in pairs:
+                    emit(record, line)
+            else:  # scores changed: encoded again
+                for record in chunk:
+                    emit(record, None)
+            del chunk, pairs  # before the next one is read, so only one chunk is ever held
         for preset in presets:
             self._add(agg, preset.metric, preset.result(), preset.stderr())
         if held is not None:
@@ -165,7 +184,7 @@ class ScorerTask:
             for record, scores in zip(held, result.per_sample or (), strict=False):
                 record["scores"] = {**record["scores"], **scores}
             for record in held:
-                emit(record)
+                emit(record, None)
         elif stream is not None:
             result = stream.result()
         if scorer is not None:

@@ -9,21 +9,27 @@ be evaluated as a binary classifier.
 from __future__ import annotations
 
 from collections import Counter
-from collections.abc import Sequence
-
-import numpy as np
-import sklearn
-from sklearn import metrics as skm
+from collections.abc import Callable, Sequence
+from importlib import metadata
+from typing import Any
 
 from evalstack.catalog.hyperparameters import Hyperparameters
 from evalstack.catalog.metrics import BuiltInMetric
 from evalstack.metrics.result import reference_lists
 
+# scikit-learn (which imports scipy) is imported where F1, precision and recall are computed, once per
+# corpus: per-sample accuracy is a comparison, and importing it took longer than scoring a million samples.
 _AVERAGED = {
-    BuiltInMetric.F1: skm.f1_score,
-    BuiltInMetric.PRECISION: skm.precision_score,
-    BuiltInMetric.RECALL: skm.recall_score,
+    BuiltInMetric.F1: "f1_score",
+    BuiltInMetric.PRECISION: "precision_score",
+    BuiltInMetric.RECALL: "recall_score",
 }
+
+
+def _averaged(metric: BuiltInMetric) -> Callable[..., Any]:
+    from sklearn import metrics as skm
+
+    return getattr(skm, _AVERAGED[metric])
 
 
 def _binarise(label: str, threshold: float, side: str, index: int) -> str:
@@ -81,7 +87,7 @@ def accuracy_samples(
 
 
 def signature(hp: Hyperparameters) -> dict[str, str]:
-    return {"scikit-learn": sklearn.__version__}
+    return {"scikit-learn": metadata.version("scikit-learn")}
 
 
 class ConfusionCounts:
@@ -114,9 +120,11 @@ class ConfusionCounts:
         kwargs = {"average": hp.average, "zero_division": 0.0}
         if pos_label is not None:
             kwargs["pos_label"] = pos_label
+        import numpy as np
+
         weights = np.array([self.counts[pair] for pair in pairs], dtype=np.int64)
         # f1/precision/recall are corpus-level only: a single sample has no F1 of its own.
-        value = float(_AVERAGED[self.metric](y_true, y_pred, sample_weight=weights, **kwargs))
+        value = float(_averaged(self.metric)(y_true, y_pred, sample_weight=weights, **kwargs))
         return {self.metric.value: value}
 
     def signature(self) -> dict[str, str]:

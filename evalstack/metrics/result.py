@@ -45,7 +45,10 @@ def reference_lists(predictions: Sequence[str], references: Sequence[str] | Sequ
     for i, (pred, ref) in enumerate(zip(predictions, references, strict=True)):
         if not isinstance(pred, str):
             raise ValueError(f"prediction {i} must be a string, got {type(pred).__name__}")
-        refs = [ref] if isinstance(ref, str) else list(ref)
+        if isinstance(ref, str):  # the common case, without the checks a list needs
+            out.append([ref])
+            continue
+        refs = list(ref)
         if not refs or not all(isinstance(r, str) for r in refs):
             raise ValueError(f"reference {i} must be a string or a non-empty list of strings, got {ref!r}")
         out.append(refs)

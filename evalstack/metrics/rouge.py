@@ -12,10 +12,13 @@ from __future__ import annotations
 from collections.abc import Sequence
 from importlib.metadata import version
 
-from rouge_score import rouge_scorer
-
 from evalstack.catalog.hyperparameters import Hyperparameters
+from evalstack.metrics.light_imports import import_deferring
 from evalstack.metrics.result import reference_lists
+
+# rouge-score uses nltk's Porter stemmer only; nltk's __init__ would import scipy, scikit-learn and
+# pandas (3-4 s, 210 MB per process, measured), so it is skipped: see evalstack.metrics.light_imports.
+rouge_scorer = import_deferring("rouge_score.rouge_scorer", ("nltk", "nltk.stem"))
 
 
 def rouge_samples(

@@ -34,7 +34,7 @@ class ModelPackageInfo:
     metadata: dict[str, str] = field(default_factory=dict)
 
 
-def _validated(arn: str, key: str, metadata: dict[str, str]) -> str | None:
+def validated_metadata(arn: str, key: str, metadata: dict[str, str]) -> str | None:
     value = metadata.get(key)
     if value is None:
         return None
@@ -58,8 +58,8 @@ def resolve_model_package(arn: str, client: Any) -> ModelPackageInfo:
         version=described.get("ModelPackageVersion"),
         status=described.get("ModelPackageStatus"),
         approval_status=described.get("ModelApprovalStatus"),
-        model_reference=_validated(arn, MODEL_REFERENCE_KEY, metadata),
-        base_model=_validated(arn, BASE_MODEL_KEY, metadata),
+        model_reference=validated_metadata(arn, MODEL_REFERENCE_KEY, metadata),
+        base_model=validated_metadata(arn, BASE_MODEL_KEY, metadata),
         images=tuple(c["Image"] for c in containers if c.get("Image")),
         model_data_urls=tuple(c["ModelDataUrl"] for c in containers if c.get("ModelDataUrl")),
         metadata=metadata,

@@ -44,6 +44,11 @@ from evalstack.results.summary import (
 )
 from evalstack.results.timings import StepTime, now, recorded_step_times
 
+try:  # optional, as for the dataset reader
+    from orjson import loads as _fast_loads
+except ImportError:  # pragma: no cover - depends on the installed extras
+    _fast_loads = None
+
 LISTED = 10  # samples per list
 MAX_ANSWER_CHARS = 240
 MAX_DISTINCT_BINS = 11  # at most this many distinct per-sample values: one bar per value
@@ -139,7 +144,17 @@ def _keep(heap: list[tuple[Any, ...]], key: tuple[Any, ...], item: ListedSample)
 def _lines(lines: Iterable[str]) -> Iterable[tuple[int, dict[str, Any]]]:
     for number, line in enumerate(lines, start=1):
         if line.strip():
-            yield number, json.loads(line)
+            yield number, _loads(line)
+
+
+def _loads(line: str) -> Any:
+    """orjson, about twice as fast on samples lines (millions of them at scale); json reads what it refuses."""
+    if _fast_loads is not None:
+        try:
+            return _fast_loads(line)
+        except ValueError:
+            pass
+    return json.loads(line)
 
 
 def digest_samples(

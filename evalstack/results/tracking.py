@@ -4,7 +4,10 @@ The Report step calls :func:`log_to_mlflow` when the spec asks for tracking (any
 ``mlflow_resource_arn``, ``mlflow_experiment_name``, ``mlflow_run_name``). Where the run goes:
 
 - ``mlflow_resource_arn``: SageMaker managed MLflow; the ARN is the tracking URI, which the
-  ``sagemaker-mlflow`` plugin (extra ``evalstack[sagemaker-mlflow]``) resolves and signs;
+  ``sagemaker-mlflow`` plugin (extra ``evalstack[sagemaker-mlflow]``) resolves to
+  ``https://<region>.experiments.sagemaker.aws`` (or ``SAGEMAKER_MLFLOW_CUSTOM_ENDPOINT`` when set) and
+  signs with SigV4 (service ``sagemaker-mlflow``, boto3's credentials); artifacts go to the tracking
+  server's artifact store in S3, written with boto3's credentials;
 - else ``MLFLOW_TRACKING_URI`` when set;
 - else a local SQLite store, ``$EVALSTACK_HOME/mlflow/mlflow.db``, with artifacts beside it
   (MLflow's file store is in maintenance mode; SQLite is its recommended local backend).
@@ -25,6 +28,7 @@ import math
 import os
 import re
 from collections.abc import Iterator, Mapping
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -132,12 +136,43 @@ def _experiment_id(client: Any, name: str, artifact_root: Path | None) -> str:
         return found.experiment_id
 
 
+@contextmanager
+def _global_tracking_uri(uri: str) -> Iterator[None]:
+    """Make ``uri`` MLflow's process-wide tracking URI for the block, then restore the previous one.
+
+    The sagemaker-mlflow plugin signs each request and names the tracking server in its
+    ``x-mlflow-sm-tracking-server-arn`` header from ``mlflow.get_tracking_uri()``, not from the
+    client's URI: without this, a client given the ARN sends unsigned requests.
+    """
+    import mlflow
+
+    variable = os.environ.get("MLFLOW_TRACKING_URI")
+    previous = mlflow.get_tracking_uri()
+    mlflow.set_tracking_uri(uri)
+    try:
+        yield
+    finally:
+        mlflow.set_tracking_uri(previous)
+        # set_tracking_uri also exports MLFLOW_TRACKING_URI; put the caller's value (or its absence) back.
+        if variable is None:
+            os.environ.pop("MLFLOW_TRACKING_URI", None)
+        else:
+            os.environ["MLFLOW_TRACKING_URI"] = variable
+
+
 def log_to_mlflow(spec: EvaluationSpec, report: Report, output_uri: str) -> TrackedRun:
     """One MLflow run for this evaluation: params, metrics, and the result files as artifacts."""
+    uri = tracking_uri(spec)
+    if spec.mlflow.resource_arn:
+        with _global_tracking_uri(uri):
+            return _log_run(uri, spec, report, output_uri)
+    return _log_run(uri, spec, report, output_uri)
+
+
+def _log_run(uri: str, spec: EvaluationSpec, report: Report, output_uri: str) -> TrackedRun:
     from mlflow.entities import Metric, Param
     from mlflow.tracking import MlflowClient
 
-    uri = tracking_uri(spec)
     client = MlflowClient(tracking_uri=uri)
     local = uri.startswith("sqlite:///") and not os.environ.get("MLFLOW_TRACKING_URI")
     experiment = _experiment_id(

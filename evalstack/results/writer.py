@@ -13,6 +13,14 @@ from typing import IO, Any
 from evalstack import storage
 from evalstack.masking import mask, mask_value
 
+try:  # optional, as for the dataset reader; without it streamed lines are json's, in the same compact form
+    import orjson
+
+    _fast_dumps: Any = orjson.dumps
+    _FAST_OPTIONS = orjson.OPT_SORT_KEYS | orjson.OPT_APPEND_NEWLINE
+except ImportError:  # pragma: no cover - depends on the installed extras
+    _fast_dumps = None
+
 RESULTS_SCHEMA_VERSION = 1
 # Libraries whose versions decide a score; recorded in every results.json.
 TRACKED_LIBRARIES = (
@@ -65,33 +73,66 @@ def dumps(data: Any) -> str:
 CALL_DETAIL_KEYS = frozenset({"tokenization"})
 
 
+_SAMPLE_ENCODER = json.JSONEncoder(sort_keys=True, allow_nan=False)  # built once: json.dumps builds one per call
+
+
 def jsonl_line(record: dict[str, Any]) -> str:
     """One samples.jsonl line: sorted keys, NaN rejected, call details left out."""
-    sample = {key: value for key, value in record.items() if key not in CALL_DETAIL_KEYS}
-    return json.dumps(sample, sort_keys=True, allow_nan=False) + "\n"
+    if not CALL_DETAIL_KEYS.isdisjoint(record):
+        record = {key: value for key, value in record.items() if key not in CALL_DETAIL_KEYS}
+    return _SAMPLE_ENCODER.encode(record) + "\n"
+
+
+def streamed_line(record: dict[str, Any]) -> bytes:
+    """One line of a streamed task's shard records and samples.jsonl (the same bytes, so the Report step
+    copies an unchanged record's line): sorted keys and compact, by orjson, about ten times faster than
+    json on these records, which matters at millions of them. A score that is not a finite number is
+    rejected, as in ``jsonl_line``; orjson writes any other NaN or infinity (e.g. in a dataset's metadata)
+    as null. What orjson cannot encode (non-string keys, integers beyond 64 bits) json writes."""
+    for key, value in (record.get("scores") or {}).items():
+        if isinstance(value, float) and not math.isfinite(value):
+            raise ValueError(f"record {record.get('id')!r}: score {key!r} is {value}, not a finite number")
+    if not CALL_DETAIL_KEYS.isdisjoint(record):
+        record = {key: value for key, value in record.items() if key not in CALL_DETAIL_KEYS}
+    if _fast_dumps is not None:
+        try:
+            return _fast_dumps(record, option=_FAST_OPTIONS)
+        except TypeError:
+            pass
+    text = json.dumps(record, sort_keys=True, separators=(",", ":"), ensure_ascii=False, allow_nan=False)
+    return text.encode("utf-8") + b"\n"
 
 
 class SamplesFile:
-    """samples.jsonl written record by record to a local file (uploaded by the caller once complete)."""
+    """samples.jsonl written record by record to a local file (uploaded by the caller once complete).
 
-    def __init__(self, path: Path) -> None:
+    ``streamed``: lines are ``streamed_line``'s (a streamed task's), else ``jsonl_line``'s."""
+
+    def __init__(self, path: Path, *, streamed: bool = False) -> None:
         self.path = path
         self.count = 0
-        self._handle: IO[str] | None = None
+        self._encode = streamed_line if streamed else _jsonl_bytes
+        self._handle: IO[bytes] | None = None
 
     def __enter__(self) -> SamplesFile:
         self.path.parent.mkdir(parents=True, exist_ok=True)
-        self._handle = self.path.open("w", encoding="utf-8")
+        self._handle = self.path.open("wb")
         return self
 
-    def write(self, record: dict[str, Any]) -> None:
+    def write(self, record: dict[str, Any], line: bytes | None = None) -> None:
+        """Write ``record``; ``line``, when given, is its line already encoded (a shard's line the record
+        was parsed from and left unchanged), written as it is."""
         assert self._handle is not None, "SamplesFile is written inside its with block"
-        self._handle.write(jsonl_line(record))
+        self._handle.write(self._encode(record) if line is None else line)
         self.count += 1
 
     def __exit__(self, *exc: object) -> None:
         assert self._handle is not None
         self._handle.close()
+
+
+def _jsonl_bytes(record: dict[str, Any]) -> bytes:
+    return jsonl_line(record).encode("utf-8")
 
 
 def _fmt(value: float | None) -> str:

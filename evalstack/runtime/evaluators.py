@@ -6,21 +6,14 @@ from __future__ import annotations
 import dataclasses
 from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from evalstack import storage
 from evalstack.catalog import BuiltInMetric, resolve_benchmark, resolve_builtin_metric
 from evalstack.catalog.benchmarks import BENCHMARKS, Benchmark
 from evalstack.catalog.hyperparameters import Hyperparameters
-from evalstack.engine.tasks import build_task
-from evalstack.judge.custom import validate_custom_metrics
-from evalstack.judge.task import judge_reference
-from evalstack.models.reference import parse_model_reference
 from evalstack.runtime.backend import boto_session, resolve_backend
 from evalstack.runtime.execution import EvaluationPipelineExecution
-from evalstack.runtime.launch import Attachment, local_definition, start_evaluation
-from evalstack.runtime.model_resolution import AwsLookup, Resolution, resolve_base_model, resolve_model
-from evalstack.runtime.preflight import check_mlflow_arn, missing_response, preflight
 from evalstack.spec import (
     ColumnMapping,
     CustomJudgeMetric,
@@ -30,6 +23,12 @@ from evalstack.spec import (
     MlflowSpec,
     SpecError,
 )
+
+# What builds and runs an evaluation (the model layer, the task engine, the checks and the launcher) is
+# imported by the methods that use it: importing the public API loads the class definitions only.
+if TYPE_CHECKING:
+    from evalstack.runtime.launch import Attachment
+    from evalstack.runtime.model_resolution import AwsLookup, Resolution
 
 
 @dataclass(frozen=True)
@@ -101,6 +100,9 @@ class _Evaluator:
         instance_count: int | None = None,
         instance_type: str | None = None,
     ) -> None:
+        from evalstack.models.reference import parse_model_reference
+        from evalstack.runtime.preflight import check_mlflow_arn
+
         self.model = _name_of(model, "model")
         if not self.model:
             raise ValueError("model: a model reference is required (see docs/models.md for the formats)")
@@ -155,15 +157,21 @@ class _Evaluator:
         """The caller's session and region for name lookups; made on the first lookup only, so an
         evaluation that resolves nothing never needs AWS credentials."""
         if self._aws is None:
+            from evalstack.runtime.model_resolution import AwsLookup
+
             session = boto_session(self.sagemaker_session, self.region)
             region = self.region or getattr(session, "region_name", None)
             self._aws = AwsLookup(session, region, getattr(self.sagemaker_session, "sagemaker_client", None))
         return self._aws
 
     def _resolve_candidate(self) -> None:
+        from evalstack.runtime.model_resolution import resolve_model
+
         self.model_resolution["candidate"] = resolve_model(self.model, self._aws_lookup, "model")
 
     def _resolve_base(self) -> None:
+        from evalstack.runtime.model_resolution import resolve_base_model, resolve_model
+
         if self.base_model is not None:
             self.model_resolution["base"] = resolve_model(self.base_model, self._aws_lookup, "base_model")
         else:
@@ -198,6 +206,9 @@ class _Evaluator:
     def _resolve_when_called(self, spec: EvaluationSpec) -> EvaluationSpec:
         """A bare name left unresolved because the dataset might carry every response: resolved now
         if it does not (a label-only run never looks anything up)."""
+        from evalstack.engine.tasks import build_task
+        from evalstack.runtime.preflight import missing_response
+
         if "candidate" in self.model_resolution:
             return spec
         task = build_task(spec, "candidate")
@@ -215,18 +226,26 @@ class _Evaluator:
         return dataclasses.replace(spec, model=resolved, model_resolution=self._recorded())
 
     def _dry_run(self, spec: EvaluationSpec) -> DryRun:
+        from evalstack.runtime.launch import local_definition
+        from evalstack.runtime.preflight import preflight
+
         spec = self._resolve_when_called(spec)
-        preflight(spec, region=self.region, session_region=self._session_region(), reach=False)
+        preflight(spec, region=self.region, session_region=self._session_region, reach=False)
         return DryRun(spec.to_dict(), local_definition(spec, self.networking), spec.eval_type)
 
     def _session_region(self) -> str | None:
+        """The caller's session region. Preflight gets this method, not its value: it asks only when an
+        AWS model needs a region nothing else gives, so a local run builds no boto3 session."""
         return getattr(boto_session(self.sagemaker_session, self.region), "region_name", None)
 
     def _start(self, spec: EvaluationSpec, attachments: Sequence[Attachment] = ()) -> EvaluationPipelineExecution:
+        from evalstack.runtime.launch import start_evaluation
+        from evalstack.runtime.preflight import preflight
+
         spec = self._resolve_when_called(spec)
         # A missing deployment is named before any model is asked (pipeline_name raises).
         resolve_backend(self.sagemaker_session, self.region).pipeline_name(spec.eval_type)
-        preflight(spec, region=self.region, session_region=self._session_region())
+        preflight(spec, region=self.region, session_region=self._session_region, aws=self._aws_lookup)
         return start_evaluation(
             spec,
             s3_output_path=self.s3_output_path,
@@ -310,6 +329,7 @@ class CustomScorerEvaluator(_Evaluator):
     def evaluate(self, *, dry_run: bool = False) -> EvaluationPipelineExecution | DryRun:
         """Start the evaluation; ``dry_run=True`` checks everything and returns the spec and definition."""
         from evalstack.metrics.custom import dump_scorer
+        from evalstack.runtime.launch import Attachment
 
         attachments: list[Attachment] = []
         if self.scorer is not None:
@@ -335,6 +355,10 @@ class LLMAsJudgeEvaluator(_Evaluator):
         columns: dict[str, str] | None = None,
         **kwargs: Any,
     ) -> None:
+        # The judge (its rubrics, parsing and statistics) loads for judge evaluations only.
+        from evalstack.judge.custom import validate_custom_metrics
+        from evalstack.judge.task import judge_reference
+
         super().__init__(**kwargs)
         judge_model = _name_of(evaluator_model, "evaluator_model")
         if not judge_model:

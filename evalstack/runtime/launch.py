@@ -38,6 +38,7 @@ from evalstack.pipeline.definition import (
 from evalstack.runtime.backend import LOCAL_IMAGE_URI, LOCAL_ROLE_ARN, Backend, resolve_backend
 from evalstack.runtime.execution import ConcurrencyLimitError, EvaluationPipelineExecution
 from evalstack.spec import EvaluationSpec
+from evalstack.task import StreamingTask
 
 # PipelineExecutionDisplayName: ^[a-zA-Z0-9](-*[a-zA-Z0-9]){0,81}
 _DISPLAY_NAME_CHARS = 82
@@ -67,7 +68,10 @@ def validate_inputs(spec: EvaluationSpec) -> None:
     """
     for role in ("candidate", "base") if spec.evaluate_base_model else ("candidate",):
         task = build_task(spec, role)
-        task.items()
+        if isinstance(task, StreamingTask):
+            task.item_count()  # validates every record in one pass without holding them
+        else:
+            task.items()
         reference = parse_model_reference(model_reference(spec, role))
         if task.needs_model and reference.is_label:
             raise label_error(reference)

@@ -90,7 +90,7 @@ class LookupFailed(Exception):
     """An AWS call failed for another reason than "not found" (no credentials, access denied, ...)."""
 
 
-def _call(operation: Callable[..., Any], **kwargs: Any) -> Any | None:
+def call_or_none(operation: Callable[..., Any], **kwargs: Any) -> Any | None:
     """``operation(**kwargs)``; None when the resource does not exist, LookupFailed on any other error."""
     from botocore.exceptions import BotoCoreError, ClientError
 
@@ -125,12 +125,13 @@ def _format_of(model: dict[str, Any]) -> tuple[str, str]:
 def _endpoint_model(name: str, aws: AwsLookup) -> tuple[str, dict[str, Any]] | None:
     """The endpoint's status and the model of its first variant ({} for inference components); None
     when there is no such endpoint."""
-    described = _call(aws.sagemaker.describe_endpoint, EndpointName=name)
+    described = call_or_none(aws.sagemaker.describe_endpoint, EndpointName=name)
     if described is None:
         return None
-    config = _call(aws.sagemaker.describe_endpoint_config, EndpointConfigName=described["EndpointConfigName"]) or {}
+    config_name = described["EndpointConfigName"]
+    config = call_or_none(aws.sagemaker.describe_endpoint_config, EndpointConfigName=config_name) or {}
     model_name = next((v.get("ModelName") for v in config.get("ProductionVariants") or [] if v.get("ModelName")), None)
-    model = (_call(aws.sagemaker.describe_model, ModelName=model_name) or {}) if model_name else {}
+    model = (call_or_none(aws.sagemaker.describe_model, ModelName=model_name) or {}) if model_name else {}
     return described.get("EndpointStatus", ""), model
 
 
@@ -149,7 +150,7 @@ def _endpoint(name: str, aws: AwsLookup, tried: list[str]) -> str | None:
 
 def _end_version(aws: AwsLookup, group: str, order: str, **filters: str) -> str | None:
     """The ARN of the group's oldest ("Ascending") or newest ("Descending") version matching ``filters``."""
-    listed = _call(
+    listed = call_or_none(
         aws.sagemaker.list_model_packages,
         ModelPackageGroupName=group,
         SortBy="CreationTime",
@@ -162,7 +163,7 @@ def _end_version(aws: AwsLookup, group: str, order: str, **filters: str) -> str 
 
 
 def _package_group(name: str, aws: AwsLookup, tried: list[str]) -> str | None:
-    if _call(aws.sagemaker.describe_model_package_group, ModelPackageGroupName=name) is None:
+    if call_or_none(aws.sagemaker.describe_model_package_group, ModelPackageGroupName=name) is None:
         tried.append(f"model package group {name!r}: none (DescribeModelPackageGroup)")
         return None
     arn = _end_version(aws, name, "Descending", ModelApprovalStatus="Approved")
@@ -348,7 +349,7 @@ def resolve_base_model(candidate: Resolution, aws_factory: Callable[[], AwsLooku
             f"endpoint serving one) as the model, whose lineage names one; {why}; so pass base_model="
         )
     try:
-        described = _call(aws.sagemaker.describe_model_package, ModelPackageName=arn)
+        described = call_or_none(aws.sagemaker.describe_model_package, ModelPackageName=arn)
     except LookupFailed as err:
         raise ValueError(f"base_model: DescribeModelPackage({arn}) failed: {err}") from err
     if described is None:

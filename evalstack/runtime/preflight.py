@@ -5,8 +5,9 @@ Checked here, in order: the MLflow tracking server ARN's form; an AWS region for
 SageMaker model; that ``hf:`` model directories exist; the dataset's fields (responses for a label-only
 model, references for metrics that need them, numeric labels where a ``threshold`` binarises them),
 each error naming the file, the line and near-miss field names to map with ``columns=``; and last,
-one short request (5 s) to each HTTP model server, so an unreachable one fails at once instead of after
-minutes of retries.
+one short request per model: a GET (5 s) to each HTTP model server, so an unreachable one fails at once
+instead of after minutes of retries, and a DescribeModelPackage of each model package, which must exist
+and declare what serves it (evalstack's metadata, or one model artifact to serve in the job).
 """
 
 from __future__ import annotations
@@ -15,14 +16,17 @@ import difflib
 import math
 import os
 import re
-from collections.abc import Iterable, Sequence
+import warnings
+from collections.abc import Callable, Iterable, Sequence
 from pathlib import Path
 
 from evalstack.catalog.metrics import BuiltInMetric
 from evalstack.engine.tasks import build_task, model_reference
+from evalstack.models.model_package import MODEL_REFERENCE_KEY, validated_metadata
 from evalstack.models.reference import ModelReference, parse_model_reference, require_api_key_env
+from evalstack.runtime.model_resolution import AwsLookup, LookupFailed, call_or_none
 from evalstack.spec import EvaluationSpec
-from evalstack.task import Item
+from evalstack.task import Item, StreamingTask
 
 PROBE_TIMEOUT_SECONDS = 5.0
 # SageMaker managed MLflow: a tracking server or an MLflow app. The account is not checked for 12
@@ -54,16 +58,22 @@ def _references(spec: EvaluationSpec) -> list[tuple[str, ModelReference]]:
     return found
 
 
-def check_models(spec: EvaluationSpec, region: str | None, session_region: str | None) -> None:
-    """API keys named by api_key_env are set; AWS models need a region; hf: models need their directory."""
-    ambient = region or session_region or next((os.environ[v] for v in _REGION_VARS if os.environ.get(v)), None)
+def check_models(
+    spec: EvaluationSpec, region: str | None, session_region: str | Callable[[], str | None] | None
+) -> None:
+    """API keys named by api_key_env are set; AWS models need a region; hf: models need their directory.
+    ``session_region`` may be a function, called only when an AWS model needs a region nothing else gives
+    (learning a boto3 session's region costs a quarter second that a local run should not pay)."""
+    ambient = region or next((os.environ[v] for v in _REGION_VARS if os.environ.get(v)), None)
     for what, ref in _references(spec):
         require_api_key_env(ref)
         if ref.kind in ("bedrock", "sagemaker", "jumpstart") and not (ref.region or ambient):
-            raise ValueError(
-                f"{what}: {ref.target!r} is a {ref.kind} model and no AWS region is known; pass region=, "
-                f"add ?region=<region> to the reference, or set AWS_REGION"
-            )
+            ambient = session_region() if callable(session_region) else session_region
+            if not ambient:
+                raise ValueError(
+                    f"{what}: {ref.target!r} is a {ref.kind} model and no AWS region is known; pass region=, "
+                    f"add ?region=<region> to the reference, or set AWS_REGION"
+                )
         if ref.kind == "hf" and not Path(ref.target).expanduser().is_dir():
             raise ValueError(
                 f"{what}: hf:{ref.target} is not a directory; hf: takes a local model directory "
@@ -111,36 +121,58 @@ def missing_response(
     return _field_error(spec, missing, "response", why, _RESPONSE_NAMES)
 
 
-def check_dataset(spec: EvaluationSpec, items: Sequence[Item], model: ModelReference) -> None:
-    """Responses, references and label types the evaluation will need, read from the records."""
-    if spec.dataset is None:
-        return
-    if model.is_label:
-        error = missing_response(spec, items, model)
-        if error is not None:
+def check_dataset(spec: EvaluationSpec, items: Iterable[Item], model: ModelReference) -> None:
+    """Responses, references and label types the evaluation will need, read from the records in one pass
+    (``items`` may stream: the dataset is never held), to the end unless a response is missing."""
+    dataset = spec.dataset
+    custom = dataset is not None and spec.eval_type == "custom_scorer"
+    threshold = spec.hyperparameters.get("threshold")
+    classification = {BuiltInMetric.ACCURACY, BuiltInMetric.F1, BuiltInMetric.PRECISION, BuiltInMetric.RECALL}
+    numeric = custom and threshold is not None and bool(classification & set(spec.metrics))
+    no_reference: Item | None = None
+    not_numeric: tuple[Item, str, str] | None = None
+    for item in items:
+        if dataset is not None and model.is_label and item.data["response"] is None:
+            error = missing_response(spec, [item], model)
+            assert error is not None
             raise error
-    if spec.eval_type != "custom_scorer":
-        return
-    no_reference = next((i for i in items if i.data["reference"] is None), None)
+        if custom and no_reference is None and item.data["reference"] is None:
+            no_reference = item
+        if numeric and not_numeric is None:
+            not_numeric = _not_numeric(item)
+    # The errors in the order the checks had when each read the whole list.
     if no_reference is not None:
         needs = ", ".join(spec.metrics) or "the custom scorer"
         raise _field_error(spec, no_reference, "reference", f"{needs} compares with a reference", _REFERENCE_NAMES)
-    threshold = spec.hyperparameters.get("threshold")
-    classification = {BuiltInMetric.ACCURACY, BuiltInMetric.F1, BuiltInMetric.PRECISION, BuiltInMetric.RECALL}
-    if threshold is None or not classification & set(spec.metrics):
-        return
-    for item in items:
-        for role in ("reference", "response"):
-            value = item.data[role]
-            values = value if isinstance(value, list) else [value]
-            bad = next((v for v in values if v is not None and not _is_number(v)), None)
-            if bad is not None:
-                column = getattr(spec.dataset.columns, role)
-                raise ValueError(
-                    f"{spec.dataset.uri}: line {item.data['line']}: field {column!r}: {bad!r} is not a number, "
-                    f"but hyperparameter threshold={threshold} binarises numeric labels; remove the threshold "
-                    "for text labels (set average and pos_label instead)"
-                )
+    if not_numeric is not None:
+        assert dataset is not None
+        item, role, bad = not_numeric
+        column = getattr(dataset.columns, role)
+        raise ValueError(
+            f"{dataset.uri}: line {item.data['line']}: field {column!r}: {bad!r} is not a number, "
+            f"but hyperparameter threshold={threshold} binarises numeric labels; remove the threshold "
+            "for text labels (set average and pos_label instead)"
+        )
+
+
+def _not_numeric(item: Item) -> tuple[Item, str, str] | None:
+    for role in ("reference", "response"):
+        value = item.data[role]
+        values = value if isinstance(value, list) else [value]
+        bad = next((v for v in values if v is not None and not _is_number(v)), None)
+        if bad is not None:
+            return item, role, bad
+    return None
+
+
+def _checked_by_scan(spec: EvaluationSpec, task: object, model: ModelReference) -> bool:
+    """Whether a streamed task's validating pass (made once per unchanged file and process, and needed for
+    the count anyway) shows that ``check_dataset`` would find nothing: every record has a reference, and a
+    response when the model is a label. A threshold's numeric check still reads the records."""
+    if not isinstance(task, StreamingTask) or spec.hyperparameters.get("threshold") is not None:
+        return False
+    summary = task.scan()
+    return summary.has_references and (summary.has_responses or not model.is_label)
 
 
 def probe(reference: ModelReference, what: str) -> None:
@@ -160,10 +192,39 @@ def probe(reference: ModelReference, what: str) -> None:
         ) from err
 
 
+def check_package(reference: ModelReference, what: str, aws: AwsLookup) -> None:
+    """A model package exists and declares what serves it: a valid ``evalstack:model_reference``, or
+    exactly one model artifact that the job serves (the job repeats the check with its own role)."""
+    from evalstack.models.package_serving import package_artifact
+
+    arn = reference.target
+    if reference.region and reference.region != aws.region:  # the package's own region, from its ARN
+        aws = AwsLookup(aws.session, reference.region)
+    try:
+        described = call_or_none(aws.sagemaker.describe_model_package, ModelPackageName=arn)
+    except LookupFailed as err:
+        # The caller may lack sagemaker:DescribeModelPackage where the job role has it: the job decides.
+        warnings.warn(f"{what}: model package {arn} not checked before the run ({err})", stacklevel=3)
+        return
+    if described is None:
+        raise ValueError(f"{what}: model package {arn} does not exist (DescribeModelPackage found nothing)")
+    metadata = dict(described.get("CustomerMetadataProperties") or {})
+    if MODEL_REFERENCE_KEY in metadata:
+        validated_metadata(arn, MODEL_REFERENCE_KEY, metadata)
+    else:
+        package_artifact(arn, described)
+
+
 def preflight(
-    spec: EvaluationSpec, *, region: str | None = None, session_region: str | None = None, reach: bool = True
+    spec: EvaluationSpec,
+    *,
+    region: str | None = None,
+    session_region: str | Callable[[], str | None] | None = None,
+    reach: bool = True,
+    aws: Callable[[], AwsLookup] | None = None,
 ) -> None:
-    """Every check above, for ``spec``; ValueError on the first failure. ``reach=False`` skips the probe."""
+    """Every check above, for ``spec``; ValueError on the first failure. ``reach=False`` skips the
+    requests; model packages are described only when ``aws`` gives the caller's AWS session."""
     check_mlflow_arn(spec.mlflow.resource_arn)
     check_models(spec, region, session_region)
     tasks = {"candidate": build_task(spec, "candidate")}
@@ -171,10 +232,12 @@ def preflight(
         tasks["base"] = build_task(spec, "base")
     calls: list[tuple[str, ModelReference]] = []
     for role, task in tasks.items():
-        items = task.items()
         reference = parse_model_reference(model_reference(spec, role))
-        if role == "candidate":
-            check_dataset(spec, items, reference)
+        if role == "candidate" and not _checked_by_scan(spec, task, reference):
+            # A streamed dataset is read once here, not held (the summary is kept).
+            check_dataset(spec, task.iter_items() if isinstance(task, StreamingTask) else task.items(), reference)
+        elif not isinstance(task, StreamingTask):
+            task.items()  # validated as before; a streamed one was read for the candidate
         if task.needs_model:
             calls.append((f"{role} model", reference))
     if spec.judge is not None:
@@ -182,3 +245,5 @@ def preflight(
     if reach:
         for what, reference in calls:
             probe(reference, what)
+            if reference.kind == "model-package" and aws is not None:
+                check_package(reference, what, aws())

@@ -30,7 +30,6 @@ import sys
 import time
 import uuid
 from datetime import UTC, datetime
-from functools import cache
 from pathlib import Path
 from typing import Any
 
@@ -43,6 +42,7 @@ from botocore.validate import ParamValidator
 
 from evalstack import storage
 from evalstack.pipeline.definition import iter_steps
+from evalstack.pipeline.local import service_model
 from evalstack.pipeline.local.runner import Runner, kill_process_groups
 from evalstack.pipeline.local.store import ACTIVE_STATUSES, Store
 
@@ -55,18 +55,8 @@ STARTUP_GRACE_SECONDS = 60.0
 DEFAULT_PAGE_SIZE = 50
 
 
-@cache
 def _service_model() -> ServiceModel:
-    import botocore.session
-
-    return botocore.session.get_session().get_service_model("sagemaker")
-
-
-@cache
-def _paginator_model() -> Any:
-    import botocore.session
-
-    return botocore.session.get_session().get_paginator_model("sagemaker")
+    return service_model.models()[0]
 
 
 def _utc(value: Any) -> datetime | None:
@@ -602,6 +592,6 @@ class LocalSageMakerClient:
         op_name = "".join(part.capitalize() for part in operation_name.split("_"))
         return Paginator(
             getattr(self, operation_name),
-            _paginator_model().get_paginator(op_name),
+            service_model.models()[1].get_paginator(op_name),
             _service_model().operation_model(op_name),
         )

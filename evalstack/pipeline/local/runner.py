@@ -1,7 +1,8 @@
 """The detached process that executes one pipeline execution's definition on this machine.
 
 ``python -m evalstack.pipeline.local --detach ARN`` forks away from the client (so the client
-can exit), records its pid and a heartbeat in SQLite, then walks the step graph:
+can exit; see the package's ``__main__``), records its pid and a heartbeat in SQLite, then walks
+the step graph:
 
 - a step is ready when every step it depends on (``DependsOn``, property references, and the
   Condition step whose branch holds it) has succeeded; it is never executed when one of those was
@@ -51,6 +52,9 @@ HEARTBEAT_ENV = "EVALSTACK_HEARTBEAT_SECONDS"
 MAX_PROCESSES_ENV = "EVALSTACK_LOCAL_MAX_PROCESSES"
 HEARTBEAT_SECONDS = 1.0
 POLL_SECONDS = 0.2
+# How often a step's instance processes are polled: the step ends (and the next one starts) within this
+# of its last instance's exit, and a poll is a waitpid per instance, so checking often costs little.
+INSTANCE_POLL_SECONDS = 0.02
 STOP_GRACE_SECONDS = 5.0
 DEFAULT_PARALLELISM = 50  # SageMaker's default MaxParallelExecutionSteps
 LOG_TAIL_CHARS = 2000
@@ -366,7 +370,7 @@ class Runner:
                     started = True
                 if started:
                     self.store.update_step(self.arn, name, pids=[p.pid for _, p in procs])
-                time.sleep(POLL_SECONDS)
+                time.sleep(INSTANCE_POLL_SECONDS)
         finally:
             for _ in holding:
                 self.slots.release()
@@ -456,14 +460,10 @@ def opt_ml_path(root: Path, container_path: str) -> Path:
 
 
 def main(argv: list[str] | None = None) -> int:
+    """Run one execution in this process (``python -m evalstack.pipeline.local --detach`` forks first)."""
     parser = argparse.ArgumentParser(prog="python -m evalstack.pipeline.local")
-    parser.add_argument("--detach", action="store_true", help="fork, let the parent return at once")
     parser.add_argument("execution_arn")
     args = parser.parse_args(argv)
-    if args.detach:
-        if os.fork():
-            os._exit(0)  # the client reaps this parent; the child is adopted by init
-        os.setsid()
     store = Store()
     arn = args.execution_arn
     runner: Runner | None = None

@@ -1,12 +1,12 @@
 """Step processes of our own entry point, forked from a warm parent instead of a cold interpreter.
 
 A step container command ``python -m evalstack.pipeline.step ...`` spends most of a small run importing
-(the canonical metric libraries pull in numpy, scipy, scikit-learn and pandas through nltk). The runner
-starts one ``multiprocessing`` forkserver that imports :data:`PRELOAD` once; each instance of such a
-step is then forked from it. The child is still its own process, as a cold one is: its own session and
-process group (stop and crash recovery signal the group), its own working folder, environment and
-``output.log``, and the same exit code (a traceback goes through the step's masked excepthook, exit 1;
-``SystemExit`` codes as the interpreter gives them; death by a signal is ``-signal``).
+(numpy, matplotlib, the canonical metric libraries). The runner starts one ``multiprocessing``
+forkserver that imports :data:`PRELOAD` once; each instance of such a step is then forked from it.
+The child is still its own process, as a cold one is: its own session and process group (stop and
+crash recovery signal the group), its own working folder, environment and ``output.log``, and the same
+exit code (a traceback goes through the step's masked excepthook, exit 1; ``SystemExit`` codes as the
+interpreter gives them; death by a signal is ``-signal``).
 
 A step runs cold when its environment differs from the runner's in anything but the variables the
 child sets itself, since a preloaded module may have read the environment when it was imported
@@ -32,23 +32,25 @@ ENTRY_MODULE = "evalstack.pipeline.step"
 # Variables the child applies itself (streams are written through, as with PYTHONUNBUFFERED=1, which
 # every step of our definitions sets; the /opt/ml root is read when a step resolves a container path).
 CHILD_ENV = frozenset({"PYTHONUNBUFFERED", "EVALSTACK_OPT_ML_ROOT"})
-# The entry point, the engine, the report (matplotlib, scipy) and the canonical metric libraries: what
-# the steps of a custom-scorer evaluation import, and most of what benchmark and judge steps import.
-# Not torch or transformers (BERTScore, local models): their import reads HF_* settings, and a run that
-# needs them pays for them itself. A missing module is skipped; one that raises on import stops the
-# warm parent, and the steps then run cold (see the runner).
+# What the steps of the README's custom-scorer run import: the entry point, the engine, the report
+# (matplotlib, with the SVG backend its plots are saved with) and the light metric libraries. The first
+# step waits until these are imported, so the heavy libraries only some runs use are left to the steps
+# that use them: scipy.stats (comparisons, the judge), scikit-learn (classification metrics) and the rest
+# of nltk (METEOR; ROUGE imports only its stemmer, see evalstack.metrics.light_imports) took three times
+# as long to import as everything here, measured, and every run's first step would wait for them
+# (docs/performance.md). Not torch or transformers either (BERTScore, local models): their import reads
+# HF_* settings. A missing module is skipped; one that raises on import stops the warm parent, and the
+# steps then run cold (see the runner).
 PRELOAD = (
     ENTRY_MODULE,
     "evalstack.pipeline.local.warm",
     "evalstack.engine.run",
     "evalstack.results.html_report",
     "evalstack.results.plots",
+    "matplotlib.backends.backend_svg",
     "evalstack.metrics.registry",
     "evalstack.metrics.rouge",
     "evalstack.metrics.bleu",
-    "evalstack.metrics.classification",
-    "evalstack.metrics.meteor",
-    "scipy.stats",
 )
 
 _lock = threading.Lock()
