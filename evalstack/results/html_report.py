@@ -24,9 +24,10 @@ import itertools
 import json
 import math
 from collections import Counter
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
+from functools import partial
 from typing import Any
 
 from evalstack import storage
@@ -132,13 +133,13 @@ def _score(record: Mapping[str, Any], metric: str | None) -> float | None:
     return float(value) if isinstance(value, int | float) and math.isfinite(float(value)) else None
 
 
-def _keep(heap: list[tuple[Any, ...]], key: tuple[Any, ...], item: ListedSample) -> None:
-    """Keep the LISTED items with the largest keys (a min-heap of them)."""
-    entry = (*key, item)
+def _keep(heap: list[tuple[Any, ...]], key: tuple[Any, ...], make: Callable[[], ListedSample]) -> None:
+    """Keep the LISTED items with the largest keys (a min-heap of them; keys are unique). An item is made
+    only when it is kept: at millions of samples, building one per line cost more than reading the file."""
     if len(heap) < LISTED:
-        heapq.heappush(heap, entry)
-    elif entry > heap[0]:
-        heapq.heapreplace(heap, entry)
+        heapq.heappush(heap, (*key, make()))
+    elif key > heap[0][:-1]:
+        heapq.heapreplace(heap, (*key, make()))
 
 
 def _lines(lines: Iterable[str]) -> Iterable[tuple[int, dict[str, Any]]]:
@@ -149,12 +150,28 @@ def _lines(lines: Iterable[str]) -> Iterable[tuple[int, dict[str, Any]]]:
 
 def _loads(line: str) -> Any:
     """orjson, about twice as fast on samples lines (millions of them at scale); json reads what it refuses."""
-    if _fast_loads is not None:
-        try:
-            return _fast_loads(line)
-        except ValueError:
-            pass
-    return json.loads(line)
+    if _fast_loads is None:
+        return json.loads(line)
+    try:
+        return _fast_loads(line)
+    except ValueError:  # what orjson refuses and json reads (NaN, Infinity)
+        return json.loads(line)
+
+
+def _listed(
+    number: int, record: Mapping[str, Any], score: float | None, base_score: float | None, timing: SlowSample | None
+) -> ListedSample:
+    return ListedSample(
+        line=number,
+        id=str(record.get("id")),
+        subtask=record.get("subtask"),
+        score=score,
+        target=_text(record.get("target", record.get("reference"))),
+        answer=_answer(record),
+        seconds=timing.seconds if timing is not None else None,
+        requests=timing.requests if timing is not None else None,
+        base_score=base_score,
+    )
 
 
 def digest_samples(
@@ -177,24 +194,16 @@ def digest_samples(
             if isinstance(value, int | float) and math.isfinite(float(value)):
                 digest.score_counts.setdefault(metric, Counter())[round(float(value), 6)] += 1
         score = _score(record, primary)
-        item = ListedSample(
-            line=number,
-            id=str(record.get("id")),
-            subtask=record.get("subtask"),
-            score=score,
-            target=_text(record.get("target", record.get("reference"))),
-            answer=_answer(record),
-            seconds=slow[number].seconds if number in slow else None,
-            requests=slow[number].requests if number in slow else None,
-            base_score=base_scores.get(record.get("id")),
-        )
+        base_score = base_scores.get(record.get("id")) if base_scores else None
+        timing = slow.get(number)
+        listed = partial(_listed, number, record, score, base_score, timing)
         if score is not None and score != 1.0:
             # Lowest score first; among equals, the most confident wrong answer, then file order.
-            _keep(wrong, (-score, _margin(record), -number), item)
-        if number in slow and slow[number].id == item.id:
-            found[number] = item
-        if score is not None and item.base_score is not None and item.base_score > score:
-            _keep(regressed, (item.base_score - score, -number), item)
+            _keep(wrong, (-score, _margin(record), -number), listed)
+        if timing is not None and timing.id == str(record.get("id")):
+            found[number] = listed()
+        if score is not None and base_score is not None and base_score > score:
+            _keep(regressed, (base_score - score, -number), listed)
     digest.most_wrong = [entry[-1] for entry in sorted(wrong, reverse=True)]
     digest.slowest = [found[s.line] for s in slow.values() if s.line in found]
     digest.regressed = [entry[-1] for entry in sorted(regressed, reverse=True)]
