@@ -331,14 +331,13 @@ def _parsed(line: bytes) -> tuple[dict[str, Any], bool]:
     """A records line parsed, and whether it can be copied to samples.jsonl as it is (it is the record's
     ``streamed_line``). orjson reads it several times faster than json; what orjson refuses (integers
     beyond 64 bits) json reads, and the record is then encoded again."""
-    if _fast_loads is not None and line.endswith(b"\n"):
-        try:
-            record = _fast_loads(line)
-        except ValueError:
-            pass
-        else:
-            return record, CALL_DETAIL_KEYS.isdisjoint(record)
-    return json.loads(line), False
+    if _fast_loads is None or not line.endswith(b"\n"):
+        return json.loads(line), False
+    try:
+        record = _fast_loads(line)
+    except ValueError:  # what orjson refuses: json reads it, and the record is encoded again
+        return json.loads(line), False
+    return record, CALL_DETAIL_KEYS.isdisjoint(record)
 
 
 def _lines(handle: IO[bytes]) -> Iterator[bytes]:

@@ -94,11 +94,15 @@ def streamed_line(record: dict[str, Any]) -> bytes:
             raise ValueError(f"record {record.get('id')!r}: score {key!r} is {value}, not a finite number")
     if not CALL_DETAIL_KEYS.isdisjoint(record):
         record = {key: value for key, value in record.items() if key not in CALL_DETAIL_KEYS}
-    if _fast_dumps is not None:
-        try:
-            return _fast_dumps(record, option=_FAST_OPTIONS)
-        except TypeError:
-            pass
+    if _fast_dumps is None:
+        return _json_line(record)
+    try:
+        return _fast_dumps(record, option=_FAST_OPTIONS)
+    except TypeError:  # what orjson cannot encode (integers beyond 64 bits, ...): json encodes it
+        return _json_line(record)
+
+
+def _json_line(record: dict[str, Any]) -> bytes:
     text = json.dumps(record, sort_keys=True, separators=(",", ":"), ensure_ascii=False, allow_nan=False)
     return text.encode("utf-8") + b"\n"
 
