@@ -230,13 +230,8 @@ class _Evaluator:
         from evalstack.runtime.preflight import preflight
 
         spec = self._resolve_when_called(spec)
-        preflight(spec, region=self.region, session_region=self._session_region, reach=False)
+        preflight(spec, region=self.region, reach=False, aws=self._aws_lookup)
         return DryRun(spec.to_dict(), local_definition(spec, self.networking), spec.eval_type)
-
-    def _session_region(self) -> str | None:
-        """The caller's session region. Preflight gets this method, not its value: it asks only when an
-        AWS model needs a region nothing else gives, so a local run builds no boto3 session."""
-        return getattr(boto_session(self.sagemaker_session, self.region), "region_name", None)
 
     def _start(self, spec: EvaluationSpec, attachments: Sequence[Attachment] = ()) -> EvaluationPipelineExecution:
         from evalstack.runtime.launch import start_evaluation
@@ -245,7 +240,7 @@ class _Evaluator:
         spec = self._resolve_when_called(spec)
         # A missing deployment is named before any model is asked (pipeline_name raises).
         resolve_backend(self.sagemaker_session, self.region).pipeline_name(spec.eval_type)
-        preflight(spec, region=self.region, session_region=self._session_region, aws=self._aws_lookup)
+        preflight(spec, region=self.region, aws=self._aws_lookup)
         return start_evaluation(
             spec,
             s3_output_path=self.s3_output_path,

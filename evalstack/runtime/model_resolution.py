@@ -73,6 +73,10 @@ class AwsLookup:
     sagemaker_client: Any = None
     _s3: Any = None
 
+    def in_region(self, region: str | None) -> AwsLookup:
+        """This lookup, or one with the same session in ``region`` when that is another region."""
+        return self if not region or region == self.region else AwsLookup(self.session, region)
+
     @property
     def sagemaker(self) -> Any:
         if self.sagemaker_client is None:
@@ -204,8 +208,7 @@ def _lookup(name: str, lookup: Callable[[], str | None], what: str, tried: list[
 def _pinned_jumpstart(value: str, parsed: ModelReference, aws: AwsLookup, what: str) -> Resolution:
     """A ``jumpstart:`` reference checked against the manifest and pinned to the version found now, so
     every shard and a retry load the same model."""
-    if parsed.region:
-        aws = AwsLookup(aws.session, parsed.region)
+    aws = aws.in_region(parsed.region)
     tried: list[str] = []
     lookup = partial(_jumpstart, parsed.target, parsed.version, aws, tried)
     found = _lookup(parsed.target, lookup, "JumpStart model", tried)

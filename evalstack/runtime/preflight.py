@@ -58,17 +58,15 @@ def _references(spec: EvaluationSpec) -> list[tuple[str, ModelReference]]:
     return found
 
 
-def check_models(
-    spec: EvaluationSpec, region: str | None, session_region: str | Callable[[], str | None] | None
-) -> None:
+def check_models(spec: EvaluationSpec, region: str | None, aws: Callable[[], AwsLookup] | None) -> None:
     """API keys named by api_key_env are set; AWS models need a region; hf: models need their directory.
-    ``session_region`` may be a function, called only when an AWS model needs a region nothing else gives
-    (learning a boto3 session's region costs a quarter second that a local run should not pay)."""
+    The caller's session (``aws``) is asked for its region only when an AWS model needs a region nothing
+    else gives (learning a boto3 session's region costs a quarter second that a local run should not pay)."""
     ambient = region or next((os.environ[v] for v in _REGION_VARS if os.environ.get(v)), None)
     for what, ref in _references(spec):
         require_api_key_env(ref)
         if ref.kind in ("bedrock", "sagemaker", "jumpstart") and not (ref.region or ambient):
-            ambient = session_region() if callable(session_region) else session_region
+            ambient = aws().region if aws is not None else None
             if not ambient:
                 raise ValueError(
                     f"{what}: {ref.target!r} is a {ref.kind} model and no AWS region is known; pass region=, "
@@ -198,8 +196,7 @@ def check_package(reference: ModelReference, what: str, aws: AwsLookup) -> None:
     from evalstack.models.package_serving import package_artifact
 
     arn = reference.target
-    if reference.region and reference.region != aws.region:  # the package's own region, from its ARN
-        aws = AwsLookup(aws.session, reference.region)
+    aws = aws.in_region(reference.region)  # the package's own region, from its ARN
     try:
         described = call_or_none(aws.sagemaker.describe_model_package, ModelPackageName=arn)
     except LookupFailed as err:
@@ -219,14 +216,14 @@ def preflight(
     spec: EvaluationSpec,
     *,
     region: str | None = None,
-    session_region: str | Callable[[], str | None] | None = None,
     reach: bool = True,
     aws: Callable[[], AwsLookup] | None = None,
 ) -> None:
     """Every check above, for ``spec``; ValueError on the first failure. ``reach=False`` skips the
-    requests; model packages are described only when ``aws`` gives the caller's AWS session."""
+    requests. ``aws`` gives the caller's AWS session, asked for its region only when a model needs one
+    and nothing else names it, and used to describe model packages."""
     check_mlflow_arn(spec.mlflow.resource_arn)
-    check_models(spec, region, session_region)
+    check_models(spec, region, aws)
     tasks = {"candidate": build_task(spec, "candidate")}
     if spec.evaluate_base_model and spec.base_model:
         tasks["base"] = build_task(spec, "base")
