@@ -89,7 +89,7 @@ class JsonlRows:
             if not text.strip():
                 continue
             try:
-                value = _parse(text.rstrip("\r\n"))  # so error columns count within this line
+                value = parse_json(text.rstrip("\r\n"))  # so error columns count within this line
             except json.JSONDecodeError as err:
                 raise self._error(number, f"invalid JSON: {err.msg} (column {err.colno})", first, text) from None
             except RecursionError:
@@ -108,9 +108,10 @@ class JsonlRows:
         return dataset_error(self._uri, f"line {number}", problem + hint)
 
 
-def _parse(text: str) -> Any:
-    """orjson when it accepts the line; otherwise json decides, so values and error messages are
-    json's: orjson refuses what json reads (NaN, integers beyond 64 bits, lone surrogate escapes)."""
+def parse_json(text: str) -> Any:
+    """One JSON document (a line of JSONL): orjson when it accepts it; otherwise json decides, so values
+    and error messages are json's: orjson refuses what json reads (NaN, integers beyond 64 bits, lone
+    surrogate escapes)."""
     try:
         return _fast_loads(text)
     except ValueError:
