@@ -13,6 +13,10 @@ from typing import Any, Protocol, runtime_checkable
 
 from evalstack.models.base import ModelBackend
 
+# The Report step's merged records in item order, a block at a time: the records and, for each, its
+# samples.jsonl line when the shard file already holds it (else None).
+MergedBlock = tuple[list[dict[str, Any]], list[bytes | None]]
+
 
 @dataclass(frozen=True)
 class Item:
@@ -70,11 +74,11 @@ class StreamingTask(Protocol):
     """A task whose items and records stream: memory is set by the chunk size, never by the dataset.
 
     The engine streams items into ``run`` chunk by chunk, and in the Report step passes the merged
-    records in item order to ``aggregate_stream``, which folds them into online state and hands each
-    record, with its final scores, to ``emit`` (samples.jsonl). Each record travels with its
-    samples.jsonl line when the shard file already holds it (else None), so an unchanged record is
-    copied, not encoded again. Tasks without these methods get ``items()`` and ``aggregate(records)``
-    with lists.
+    records in item order to ``aggregate_stream`` in blocks (``MergedBlock``), which it folds into online
+    state and hands on, a block at a time with their final scores, to ``emit`` (samples.jsonl). Each
+    record travels with its samples.jsonl line when the shard file already holds it (else None), so an
+    unchanged record is copied, not encoded again. Tasks without these methods get ``items()`` and
+    ``aggregate(records)`` with lists.
     """
 
     def iter_items(self) -> Iterator[Item]: ...
@@ -93,13 +97,20 @@ class StreamingTask(Protocol):
         ...
 
     def progress_estimate(self) -> float | None:
-        """During a pass of ``iter_items``, the part of the dataset read so far (0 to 1), if known."""
+        """During a pass of ``iter_items`` (or ``scored_blocks``), the part of the dataset read so far (0 to 1),
+        if known."""
+        ...
+
+    def scored_blocks(self, shard_index: int, shard_count: int) -> Iterator[tuple[list[str], bytes]]:
+        """One pass scoring without a model the items ``i`` with ``i % shard_count == shard_index``, in
+        blocks: each block's item ids and its records already encoded as records-file lines; raises
+        ``ModelNeeded`` as ``run`` does."""
         ...
 
     def aggregate_stream(
         self,
-        records: Iterable[tuple[dict[str, Any], bytes | None]],
-        emit: Callable[[dict[str, Any], bytes | None], None],
+        blocks: Iterable[MergedBlock],
+        emit: Callable[[list[dict[str, Any]], list[bytes | None]], None],
         *,
         count: int | None = None,
     ) -> Aggregate: ...

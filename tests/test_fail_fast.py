@@ -5,6 +5,7 @@ is written (no output folder, no execution)."""
 from __future__ import annotations
 
 import json
+import sys
 import threading
 from collections.abc import Callable, Iterator
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
@@ -93,6 +94,17 @@ CASES: dict[str, tuple[Case, str]] = {
     "mlflow arn of another service": (
         lambda d, m: BenchMarkEvaluator("GSM8K", model=m, mlflow_resource_arn="arn:aws:s3:::my-bucket"),
         "is not a SageMaker MLflow ARN",
+    ),
+    "mlflow arn without the sagemaker-mlflow plugin on the local backend": (
+        lambda d, m: _without_module(
+            "sagemaker_mlflow",
+            BenchMarkEvaluator(
+                "GSM8K",
+                model=m,
+                mlflow_resource_arn="arn:aws:sagemaker:us-east-1:123456789012:mlflow-tracking-server/tracking",
+            ).evaluate,
+        ),
+        "mlflow_resource_arn: logging to SageMaker managed MLflow needs the sagemaker-mlflow plugin",
     ),
     "no reference for accuracy": (
         lambda d, m: CustomScorerEvaluator(
@@ -277,6 +289,20 @@ def _with_hp(evaluator: Any, **values: Any) -> Any:
     for key, value in values.items():
         setattr(evaluator.hyperparameters, key, value)
     return evaluator
+
+
+def _without_module(name: str, call: Callable[[], Any]) -> Any:
+    """``call()`` as on a machine where module ``name`` is not installed: ``None`` in sys.modules makes
+    importlib.util.find_spec return None and an import raise ImportError."""
+    previous = sys.modules.get(name)
+    sys.modules[name] = None  # type: ignore[assignment]
+    try:
+        return call()
+    finally:
+        if previous is None:
+            del sys.modules[name]
+        else:
+            sys.modules[name] = previous
 
 
 def _write(path: Path, text: str) -> str:

@@ -7,10 +7,11 @@ import dataclasses
 import json
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 
-from evalstack.data import DatasetReader
+from evalstack.data import DatasetReader, text_rows
 from evalstack.engine import run
 from evalstack.engine.run import progress_uri, report, run_shard, shard_uri
 from evalstack.engine.scorer_task import ScorerTask
@@ -32,15 +33,16 @@ def _dataset(path: Path, rows: int, answered: int) -> Path:
 
 @pytest.fixture
 def passes(monkeypatch: pytest.MonkeyPatch) -> list[str]:
-    """Each pass over a dataset that starts, by its URI."""
+    """Each pass over a dataset that starts, by its URI (every pass, record by record or block by block,
+    is one call of ``mapped``)."""
     started: list[str] = []
-    original = DatasetReader.__iter__
+    original = DatasetReader.mapped
 
-    def counted(self: DatasetReader) -> Iterator:
+    def counted(self: DatasetReader, *args: Any, **kwargs: Any) -> Iterator:
         started.append(self.spec.uri)
-        return original(self)
+        return original(self, *args, **kwargs)
 
-    monkeypatch.setattr(DatasetReader, "__iter__", counted)
+    monkeypatch.setattr(DatasetReader, "mapped", counted)
     return started
 
 
@@ -51,7 +53,8 @@ def _spec(dataset: Path, model: str = "openai:http://127.0.0.1:9/v1?model=unused
 
 
 def test_answered_dataset_is_read_once(tmp_path: Path, passes: list[str], monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setattr(run, "SCORING_CHUNK", 4)  # several chunks, several progress writes
+    monkeypatch.setattr(text_rows, "BLOCK_BYTES", 100)  # several blocks of about two lines
+    monkeypatch.setattr(run, "PROGRESS_ITEMS", 2)  # several progress writes
     spec = _spec(_dataset(tmp_path / "data.jsonl", 15, answered=15))
     records = str(tmp_path / "records")
     for index in range(2):

@@ -18,6 +18,7 @@ from sacrebleu.metrics import BLEU
 from sklearn import metrics as skm
 
 from evalstack.data import DatasetReader
+from evalstack.engine import run as run_module
 from evalstack.engine import scorer_task
 from evalstack.engine.run import (
     evaluate_in_process,
@@ -265,13 +266,32 @@ def test_merge_names_the_shard_whose_records_do_not_match(tmp_path: Path) -> Non
         _manifest(tmp_path, index, 2, ids[index], 6)
     manifest, merged = verified_records(str(tmp_path), "candidate")
     assert manifest.items == 6
-    assert [r["id"] for r, _ in merged] == [f"line-{i}" for i in range(6)]
+    assert [r["id"] for records, _ in merged for r in records] == [f"line-{i}" for i in range(6)]
     expected = {5: r"00001-of-00002\.jsonl: records beyond", 7: r"00000-of-00002\.jsonl: no record where item 6"}
     for items, message in expected.items():
         for index in range(2):
             _manifest(tmp_path, index, 2, ids[index], items)
         with pytest.raises(RuntimeError, match=message):
             list(verified_records(str(tmp_path), "candidate")[1])
+
+
+def test_merge_yields_blocks_in_item_order_over_partial_rounds(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(run_module, "MERGE_BLOCK", 6)  # blocks of 6 items over 3 shards: 11 items end mid-round
+    ids = [[f"line-{i}" for i in range(index, 11, 3)] for index in range(3)]
+    for index in range(3):
+        path = Path(shard_uri(str(tmp_path), "candidate", index, 3))
+        path.parent.mkdir(parents=True, exist_ok=True)
+        rows = [{"id": i, "tokenization": {"tokens": 3}} if i == "line-4" else {"id": i} for i in ids[index]]
+        _write(path, rows)
+        _manifest(tmp_path, index, 3, ids[index], 11)
+    blocks = list(verified_records(str(tmp_path), "candidate")[1])
+    assert [len(records) for records, _ in blocks] == [6, 5]
+    assert [r["id"] for records, _ in blocks for r in records] == [f"line-{i}" for i in range(11)]
+    lines = [line for _, block_lines in blocks for line in block_lines]
+    # Each line is the record's own, copied, but for the one whose call details samples.jsonl drops.
+    assert lines == [None if i == 4 else (json.dumps({"id": f"line-{i}"}) + "\n").encode() for i in range(11)]
 
 
 def test_report_step_reads_the_shards_not_the_dataset(tmp_path: Path) -> None:
@@ -351,7 +371,7 @@ def _merge_peak(tmp_path: Path, rows: int) -> tuple[int, dict, tuple[list[str], 
     tracemalloc.start()
     try:
         with SamplesFile(folder / "samples.jsonl", streamed=True) as samples:
-            agg = task.aggregate_stream(verified_records(str(folder), "candidate")[1], samples.write)
+            agg = task.aggregate_stream(verified_records(str(folder), "candidate")[1], samples.write_block)
         _, peak = tracemalloc.get_traced_memory()
     finally:
         tracemalloc.stop()

@@ -8,8 +8,10 @@ region, MLflow, KMS, the model package group, sharding, hyperparameters (``--hp 
 from __future__ import annotations
 
 import argparse
+import functools
 import json
 import sys
+from collections.abc import Callable
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -119,6 +121,29 @@ def _finish(evaluator: Any, args: argparse.Namespace, **evaluate: Any) -> int:
     return 0
 
 
+def _runner_first(handler: Callable[[argparse.Namespace], int]) -> Callable[[argparse.Namespace], int]:
+    """On the local backend, start the execution's runner before the handler imports and checks, so the
+    runner's warm parent imports the step stack meanwhile (evalstack.pipeline.local.standby)."""
+
+    @functools.wraps(handler)
+    def run(args: argparse.Namespace) -> int:
+        from evalstack.runtime.backend import picks_local
+
+        if args.dry_run or not picks_local(region=args.region):
+            return handler(args)
+        from evalstack import storage
+        from evalstack.pipeline.local import standby
+
+        standby.start(storage.evalstack_home())
+        try:
+            return handler(args)
+        finally:
+            standby.discard()  # unused when the handler failed before it started the execution
+
+    return run
+
+
+@_runner_first
 def _custom_scorer(args: argparse.Namespace) -> int:
     from evalstack.runtime.evaluators import CustomScorerEvaluator
 
@@ -129,6 +154,7 @@ def _custom_scorer(args: argparse.Namespace) -> int:
     return _finish(evaluator, args)
 
 
+@_runner_first
 def _benchmark(args: argparse.Namespace) -> int:
     from evalstack.runtime.evaluators import BenchMarkEvaluator
 
@@ -152,6 +178,7 @@ def _custom_metrics(path: str | None) -> list[dict[str, Any]]:
     return metrics
 
 
+@_runner_first
 def _judge(args: argparse.Namespace) -> int:
     from evalstack.runtime.evaluators import LLMAsJudgeEvaluator
 

@@ -5,11 +5,14 @@ from __future__ import annotations
 from evalstack.data.records import Record
 from evalstack.task import Item
 
+# A record's item id is its line, so ids are stable across runs and shards: ``item_id(7) == "line-7"``.
+item_id = "line-{}".format
+
 
 def record_item(record: Record) -> Item:
-    """An item whose id is the record's line, so ids are stable across runs and shards."""
+    """An item whose id is the record's line (``item_id``)."""
     return Item(
-        id=f"line-{record.line}",
+        id=item_id(record.line),
         subtask=None,
         data={
             "line": record.line,

@@ -6,6 +6,9 @@ it reads; when iteration ends it knows the record count, the file's sha256 (resu
 without keeping records: the engine runs it first so a bad line 9,000,000 fails before any model
 is called, then iterates again to evaluate.
 
+Records also come in blocks (``DatasetReader.blocks``, a ``RecordBlock`` of columns): a JSON Lines file is
+then parsed and checked a block of lines at a time, with the same records, errors and summary.
+
 With ``limit``, the first ``limit`` records are yielded; parsing goes on only as far as needed to
 prove the file has ``MIN_DATASET_SAMPLES`` records, and the rest of the file is read unparsed so
 ``sha256`` still identifies the whole file.
@@ -14,17 +17,19 @@ prove the file has ``MIN_DATASET_SAMPLES`` records, and the rest of the file is 
 from __future__ import annotations
 
 import contextlib
-from collections.abc import Iterator
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
+from itertools import islice
 from pathlib import PurePosixPath
-from typing import Any, Protocol
+from typing import Any, Protocol, TypeVar
 
 from botocore.exceptions import ClientError
 
 from evalstack import storage
 from evalstack.catalog.limits import MAX_DATASET_BYTES, MIN_DATASET_SAMPLES
+from evalstack.data.block_pool import BlockPool, BlockTally
 from evalstack.data.parquet_rows import open_parquet
-from evalstack.data.records import Record, RecordBuilder, dataset_error, field_label
+from evalstack.data.records import Record, RecordBlock, RecordBuilder, dataset_error, field_label
 from evalstack.data.text_rows import CsvRows, HashedLines, JsonlRows
 from evalstack.spec import DatasetSpec
 
@@ -32,6 +37,7 @@ FORMATS = ("jsonl", "csv", "parquet")
 _FORMAT_NAMES = {"jsonl": "jsonl", "json": "jsonl", "jsonlines": "jsonl", "ndjson": "jsonl", "csv": "csv"}
 _FORMAT_NAMES |= {"parquet": "parquet", "pq": "parquet"}
 _NOT_FOUND = ("404", "NoSuchKey", "NotFound", "NoSuchBucket")
+T = TypeVar("T")
 
 
 class _Rows(Protocol):
@@ -155,36 +161,45 @@ class DatasetReader:
         return self._summary
 
     def __iter__(self) -> Iterator[Record]:
+        for block in self.blocks():
+            yield from block.records()
+
+    def blocks(self) -> Iterator[RecordBlock]:
+        """The records in blocks (see ``RecordBlock``); the same records, errors and summary as iterating.
+
+        Without a limit, a JSON Lines file is read in byte blocks parsed a block at a time (see
+        ``JsonlRows.blocks``); other formats, and a limited pass that must stop at an exact row, build
+        records row by row and group them."""
+        return self.mapped(_same)
+
+    def mapped(self, fn: Callable[[RecordBlock], T], pool: BlockPool | None = None) -> Iterator[T]:
+        """``fn`` of each of ``blocks()``, in order. With a ``pool`` (and a JSON Lines file big enough for
+        it, read without a limit), the blocks are parsed and checked, and ``fn`` is applied, in the pool's
+        processes, while this one reads and hashes the file; the results, errors and summary are the same."""
         self._summary = None
         uri = self.spec.uri
         state = _file_state(self.spec, self.limit)
         size = _checked_size(uri)
         unit = "row" if self.format == "parquet" else "line"
         builder = RecordBuilder(self.spec.columns, uri, unit=unit, empty_is_missing=self.format == "csv")
-        seen = 0
-        no_prompt: int | None = None  # first yielded record without a prompt
-        no_response: int | None = None  # first yielded record without a response
-        no_reference = False
+        tally = BlockTally(0, 0, None, None, False)
         with _open_rows(uri, self.format) as rows:
             self._read = (rows.lines, size) if isinstance(rows, JsonlRows | CsvRows) else None
             if rows.columns is not None:
                 builder.check_columns(rows.columns, rows.where_columns)
-            build, limit = builder.build, self.limit  # locals: this loop runs once per row
-            stop = None if limit is None else max(limit, MIN_DATASET_SAMPLES)
-            for line, row in rows:
-                record = build(line, row)
-                seen += 1
-                if limit is None or seen <= limit:
-                    if record.prompt is None and no_prompt is None:
-                        no_prompt = record.line
-                    if record.response is None and no_response is None:
-                        no_response = record.line
-                    if record.reference is None:
-                        no_reference = True
-                    yield record
-                if seen == stop:
-                    break
+            if self.limit is None and isinstance(rows, JsonlRows):
+                if pool is not None and pool.wanted(size):
+                    results = pool.results(rows, builder, fn)
+                else:
+                    results = _applied((builder.build_block(*parsed) for parsed in rows.blocks()), fn, None)
+            else:
+                results = _applied(_grouped(rows, builder, self.limit), fn, self.limit)
+            for counted, value in results:
+                tally = tally.then(counted)
+                if counted.yielded:
+                    yield value  # type: ignore[misc]
             sha256 = rows.sha256()
+        seen, no_prompt, no_response = tally.read, tally.no_prompt, tally.no_response
         if seen < MIN_DATASET_SAMPLES:
             raise dataset_error(uri, None, f"{seen} record(s); a dataset needs at least {MIN_DATASET_SAMPLES}")
         if no_prompt is not None and no_response is not None:
@@ -201,10 +216,42 @@ class DatasetReader:
             count=min(seen, self.limit) if self.limit is not None else seen,
             sha256=sha256,
             has_responses=no_response is None,
-            has_references=not no_reference,
+            has_references=not tally.no_reference,
         )
         if state is not None and state == _file_state(self.spec, self.limit):  # unchanged while read
             _PASSES[state] = self._summary
+
+
+def _same(block: RecordBlock) -> RecordBlock:
+    return block
+
+
+def _applied(
+    blocks: Iterable[RecordBlock], fn: Callable[[RecordBlock], T], limit: int | None
+) -> Iterator[tuple[BlockTally, T | None]]:
+    """Each block's tally and ``fn`` of it; with ``limit``, only its first ``limit`` records are yielded
+    (and tallied) while every record read counts towards the dataset's minimum size."""
+    seen = 0
+    for block in blocks:
+        seen += len(block)
+        read = len(block)
+        if limit is not None and seen > limit:
+            block = block.part(0, max(0, len(block) - (seen - limit)))
+        yield BlockTally.of(block, read), (fn(block) if len(block) else None)
+
+
+# Records per block when records are built row by row (CSV, Parquet, a limited pass): small, as a record
+# may carry a long context.
+ROW_BLOCK = 512
+
+
+def _grouped(rows: _Rows, builder: RecordBuilder, limit: int | None) -> Iterator[RecordBlock]:
+    """Records built row by row, in blocks; with ``limit``, stopping at the row that proves the dataset's
+    minimum size (or the limit, if larger), so rows after it are never parsed."""
+    stop = None if limit is None else max(limit, MIN_DATASET_SAMPLES)
+    built = (builder.build(line, row) for line, row in islice(rows, stop))
+    while block := list(islice(built, ROW_BLOCK)):
+        yield RecordBlock.of(block)
 
 
 def iter_records(spec: DatasetSpec, *, limit: int | None = None) -> Iterator[Record]:
@@ -215,6 +262,6 @@ def iter_records(spec: DatasetSpec, *, limit: int | None = None) -> Iterator[Rec
 def scan_dataset(spec: DatasetSpec, *, limit: int | None = None) -> DatasetSummary:
     """Validate every record in one streaming pass and summarise (count, sha256, has_responses)."""
     reader = DatasetReader(spec, limit=limit)
-    for _ in reader:
+    for _ in reader.blocks():
         pass
     return reader.summary

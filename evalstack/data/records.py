@@ -9,8 +9,9 @@ from __future__ import annotations
 
 import math
 import re
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
+from operator import attrgetter, itemgetter
 from typing import Any
 
 from evalstack.spec import ColumnMapping
@@ -43,6 +44,48 @@ class Record:
     reference: str | list[str] | None
     context: str | None
     metadata: dict[str, Any] = field(default_factory=dict)
+
+
+@dataclass
+class RecordBlock:
+    """Consecutive records, column by column: what a reader yields, so a chunk of records is handled by
+    calls per column rather than per record. Row ``i`` is the record ``records()`` yields ``i``-th."""
+
+    lines: Sequence[int]
+    prompts: list[str | None]
+    responses: list[str | None]
+    references: list[str | list[str] | None]
+    contexts: list[str | None]
+    metadata: list[dict[str, Any]] | None  # None: every record's is empty (the common case, not built)
+
+    def __len__(self) -> int:
+        return len(self.lines)
+
+    def metadata_dicts(self) -> list[dict[str, Any]]:
+        """Each record's metadata, a dict of its own."""
+        return self.metadata if self.metadata is not None else [{} for _ in self.lines]
+
+    def records(self) -> Iterator[Record]:
+        columns = (self.lines, self.prompts, self.responses, self.references, self.contexts)
+        return map(Record, *columns, self.metadata_dicts())
+
+    def part(self, start: int, stop: int | None = None, step: int = 1) -> RecordBlock:
+        """Rows ``start:stop:step``."""
+        cut = slice(start, stop, step)
+        return RecordBlock(
+            self.lines[cut], self.prompts[cut], self.responses[cut], self.references[cut], self.contexts[cut],
+            None if self.metadata is None else self.metadata[cut],
+        )  # fmt: skip
+
+    @classmethod
+    def of(cls, records: Sequence[Record]) -> RecordBlock:
+        columns = (list(map(attrgetter(name), records)) for name in _RECORD_FIELDS)
+        return cls(*columns)
+
+
+_RECORD_FIELDS = ("line", "prompt", "response", "reference", "context", "metadata")
+# Types a metadata value of a plain block may have (anything nested goes row by row, checked in depth).
+_FLAT = frozenset({str, int, float, bool, type(None)})
 
 
 def field_label(column: str, role: str) -> str:
@@ -119,6 +162,57 @@ class RecordBuilder:
             context=context,
             metadata={k: v for k, v in row.items() if k not in self._text_columns and k != ref_column},
         )
+
+    def build_block(self, lines: Sequence[int], rows: list[dict[str, Any]]) -> RecordBlock:
+        """The records of ``rows`` (row ``i`` read from line ``lines[i]``), exactly as ``build`` makes them
+        (errors too): a plain block is checked and cut into columns a column at a time, any other one
+        goes row by row."""
+        block = None if self.empty_is_missing or not rows else self._plain_block(lines, rows)
+        return block if block is not None else RecordBlock.of(list(map(self.build, lines, rows)))
+
+    def _plain_block(self, lines: Sequence[int], rows: list[dict[str, Any]]) -> RecordBlock | None:
+        """The block's records when ``build`` would accept every row without changing a value: every row
+        has the same keys in the same order, a prompt that is a non-blank string, strings (or no such key)
+        for the other roles, flat metadata values, and no lone surrogate; else None."""
+        keys = tuple(rows[0])
+        if len(set(map(len, rows))) != 1:
+            return None
+        m = self.mapping
+        present = set(keys)
+        ref_column = m.reference if m.reference in present else self._reference_column(rows[0])
+        meta_keys = [k for k in keys if k not in self._text_columns and k != ref_column]
+        # Metadata keeps each row's key order, so then the keys must come in one order; without metadata,
+        # rows of one length that all have the first row's roles (no KeyError below) have its keys.
+        if meta_keys and len(rows) > 1 and set(map(tuple, rows)) != {keys}:
+            return None
+        columns: dict[str, list[Any]] = {}
+        try:
+            for column in (m.prompt, m.response, m.context, ref_column):
+                if column in present and column not in columns:
+                    values = columns[column] = list(map(itemgetter(column), rows))
+                    if set(map(type, values)) != {str} or not self._valid_text(values):
+                        return None
+        except KeyError:
+            return None
+        if m.prompt not in columns or not all(map(str.strip, columns[m.prompt])):
+            return None
+        for key in meta_keys:
+            values = list(map(itemgetter(key), rows))
+            if not set(map(type, values)) <= _FLAT or not self._valid_text([v for v in values if type(v) is str]):
+                return None
+        return RecordBlock(
+            lines=lines,
+            prompts=columns[m.prompt],
+            responses=columns.get(m.response) or [None] * len(rows),
+            references=columns.get(ref_column) or [None] * len(rows),
+            contexts=columns.get(m.context) or [None] * len(rows),
+            metadata=[{key: row[key] for key in meta_keys} for row in rows] if meta_keys else None,
+        )
+
+    @staticmethod
+    def _valid_text(values: list[str]) -> bool:
+        """No lone surrogate in any of ``values`` (``build`` would reject its row)."""
+        return all(map(str.isascii, values)) or not any(map(_SURROGATE.search, values))
 
     def _check_unicode(self, line: int, column: str, value: Any) -> None:
         """Reject lone surrogates (JSON ``"\\ud800"`` escapes): no encoder can send or write them."""

@@ -7,13 +7,15 @@ in-process path used by tests and the CLI, so a sharded run and a one-shot run s
 from __future__ import annotations
 
 import contextlib
+import gc
 import hashlib
 import json
 import re
 import tempfile
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import asdict, dataclass, fields
-from itertools import islice
+from itertools import chain, islice
+from operator import itemgetter
 from pathlib import Path
 from typing import IO, Any
 
@@ -23,7 +25,9 @@ from evalstack.engine.serving import add_serving, record_serving
 from evalstack.engine.tasks import build_task, model_reference, primary_metric
 from evalstack.models import cached_backend
 from evalstack.results.headline import headline, with_headline
-from evalstack.results.sample_timings import ShardTimer, merge_sample_timings
+from evalstack.results.sample_digest import LISTED, BaseScores, SampleDigest, SampleDigester
+from evalstack.results.sample_digest import primary_metric as listed_metric
+from evalstack.results.sample_timings import ShardTimer, merge_sample_timings, shard_timings
 from evalstack.results.writer import (
     CALL_DETAIL_KEYS,
     EvaluationResult,
@@ -34,7 +38,7 @@ from evalstack.results.writer import (
     streamed_line,
 )
 from evalstack.spec import EvaluationSpec
-from evalstack.task import Aggregate, EvalTask, Item, ModelNeeded, StreamingTask
+from evalstack.task import Aggregate, EvalTask, Item, MergedBlock, ModelNeeded, StreamingTask
 
 try:  # optional: without it shard records are read with json
     from orjson import loads as _fast_loads
@@ -43,6 +47,11 @@ except ImportError:  # pragma: no cover - depends on the installed extras
 
 PROGRESS_CHUNK = 256
 SCORING_CHUNK = 4096
+# Items between progress writes of a pass that scores without a model (blocks of a few thousand items).
+PROGRESS_ITEMS = 65536
+MERGE_BLOCK = 1024  # items the Report step's merge reads and parses at once, over all shards
+_ID = itemgetter("id")
+GC_YOUNG_OBJECTS = 50_000  # see _young_collections
 PROGRESS_NAME = re.compile(r"/shard-\d{5}-of-\d{5}\.json$")
 SHARD_NAME = re.compile(r"shard-(\d{5})-of-(\d{5})\.jsonl$")
 
@@ -122,22 +131,25 @@ class _Shard:
 
 def _one_pass(task: StreamingTask, shard: _Shard, path: Path, ids: Any) -> int | None:
     """Score every item of the shard without a model while reading the dataset once; the item count,
-    or None as soon as an item needs a model (``path`` then holds a partial file to be rewritten)."""
-    done = 0
-    every = task.iter_items()
-    items = shard.items(every, ids)
-    with contextlib.closing(every), path.open("wb") as out:  # closing: the dataset, if abandoned
-        while batch := list(islice(items, SCORING_CHUNK)):
-            try:
-                records = task.run(batch, None)  # type: ignore[attr-defined]
-            except ModelNeeded:
-                return None
-            out.writelines(map(streamed_line, records))
-            done += len(records)
-            del batch, records  # before the next chunk is read, so only one is ever held
-            # The count is known only at the end of the pass: until then, estimated from the part read.
-            part = task.progress_estimate()
-            shard.report_progress(done, max(done, round(done / part)) if part else done)
+    or None as soon as an item needs a model (``path`` then holds a partial file to be rewritten).
+
+    The dataset comes in blocks, scored and encoded a column at a time (``StreamingTask.scored_blocks``)."""
+    done = reported = 0
+    blocks = task.scored_blocks(shard.index, shard.count)
+    with contextlib.closing(blocks), path.open("wb") as out:  # closing: the dataset, if abandoned
+        try:
+            for names, lines in blocks:
+                ids.update(("\n".join(names) + "\n").encode("utf-8") if names else b"")
+                out.write(lines)
+                done += len(names)
+                del names, lines  # before the next block is read, so only one is ever held
+                if done >= reported + PROGRESS_ITEMS:  # a write (and fsync) per block costs more than scoring it
+                    reported = done
+                    # The count is known only at the end of the pass: until then, estimated from the part read.
+                    part = task.progress_estimate()
+                    shard.report_progress(done, max(done, round(done / part)) if part else done)
+        except ModelNeeded:
+            return None
     count = task.item_count()  # known now: the pass was complete
     shard.report_progress(done, done)
     return count
@@ -270,14 +282,14 @@ def _read_manifest(uri: str) -> ShardManifest:
     return manifest
 
 
-def verified_records(output_uri: str, role: str) -> tuple[ShardManifest, Iterator[tuple[dict[str, Any], bytes | None]]]:
-    """The shards' records in item order, streamed and checked against the shards' manifests (no
+def verified_records(output_uri: str, role: str) -> tuple[ShardManifest, Iterator[MergedBlock]]:
+    """The shards' records in item order, streamed in blocks and checked against the shards' manifests (no
     dataset read): every shard saw the same dataset and item count, holds exactly its share of the
     items, and its record ids are those of the items it was given, in order. A failed check raises
     naming the shard file; the id check runs once the records are consumed, before the last returns.
 
     Each record comes with its shard line when that line is already the record's samples.jsonl line
-    (see ``streamed_line``), else None."""
+    (see ``streamed_line``), else None: a block is the records and those lines (``MergedBlock``)."""
     uris = shard_uris(output_uri, role)
     names = [manifest_uri(output_uri, role, index, len(uris)) for index in range(len(uris))]
     manifests = [_read_manifest(name) for name in names]
@@ -291,25 +303,36 @@ def verified_records(output_uri: str, role: str) -> tuple[ShardManifest, Iterato
     return first, _verified_merge(uris, manifests, first.items)
 
 
-def _verified_merge(
-    uris: list[str], manifests: list[ShardManifest], items: int
-) -> Iterator[tuple[dict[str, Any], bytes | None]]:
+def _verified_merge(uris: list[str], manifests: list[ShardManifest], items: int) -> Iterator[MergedBlock]:
     """Item ``i`` is line ``i // count`` of shard ``i % count``, so a round-robin over the shard files
-    is the merge, holding one line per shard."""
+    is the merge. It goes a block of MERGE_BLOCK items at a time (that many lines held over all shards)
+    and yields each block whole: per block, each shard's lines are read and parsed in one call each and
+    interleaved by one more, so at millions of records no Python step runs per record."""
+    count = len(uris)
     digests = [hashlib.sha256() for _ in uris]
+    block = max(MERGE_BLOCK // count, 1) * count  # whole rounds, so every block starts at shard 0
     with contextlib.ExitStack() as stack:
         shards = [_lines(stack.enter_context(storage.open_binary(uri))) for uri in uris]
-        for position in range(items):
-            shard = position % len(shards)
-            line = next(shards[shard], None)
-            if line is None:
+        for start in range(0, items, block):
+            size = min(block, items - start)
+            wanted = [(size - shard + count - 1) // count for shard in range(count)]  # this block's, per shard
+            reads = [list(islice(lines, n)) for lines, n in zip(shards, wanted, strict=True)]
+            missing = [start + shard + len(read) * count
+                       for shard, read in enumerate(reads) if len(read) < wanted[shard]]
+            if missing:
+                position = min(missing)
                 raise RuntimeError(
-                    f"{uris[shard]}: no record where item {position} belongs; "
+                    f"{uris[position % count]}: no record where item {position} belongs; "
                     "shard records do not cover the items exactly once"
                 )
-            record, exact = _parsed(line)
-            digests[shard].update(str(record["id"]).encode("utf-8") + b"\n")
-            yield record, line if exact else None
+            parsed = list(map(_parsed_block, reads))
+            for digest, (records, _) in zip(digests, parsed, strict=True):
+                if records:
+                    digest.update(_joined_ids(records))
+            if count == 1:
+                yield parsed[0]
+            else:
+                yield _interleaved([r for r, _ in parsed]), _interleaved([c for _, c in parsed])
         _no_extra_records(uris, shards)
     for uri, digest, manifest in zip(uris, digests, manifests, strict=True):
         if digest.hexdigest() != manifest.ids_sha256:
@@ -327,6 +350,47 @@ def _no_extra_records(uris: list[str], shards: list[Iterator[bytes]]) -> None:
         )
 
 
+def _joined_ids(records: list[dict[str, Any]]) -> bytes:
+    """The records' ids, each followed by a newline, as the shard's manifest hashed them."""
+    ids = list(map(_ID, records))
+    try:
+        text = "\n".join(ids)  # ids are strings but for odd records: str() each only then
+    except TypeError:
+        text = "\n".join(map(str, ids))
+    return (text + "\n").encode("utf-8")
+
+
+def _interleaved(per_shard: list[list[Any]]) -> list[Any]:
+    """One block's values in item order from each shard's: whole rounds, then the last, partial one."""
+    rounds = list(chain.from_iterable(zip(*per_shard, strict=False)))
+    return rounds + [values[-1] for values in per_shard if len(values) > len(per_shard[-1])]
+
+
+def _parsed_block(lines: list[bytes]) -> MergedBlock:
+    """``_parsed`` over a block of lines: the records, and each one's line when it is copied as it is (else
+    None). orjson parses the whole block in one call unless it refuses a line, and then the block goes line
+    by line."""
+    if _fast_loads is None:
+        return _line_by_line(lines)
+    try:
+        records = list(map(_fast_loads, lines))
+    except ValueError:  # a line orjson refuses: each line as _parsed reads it
+        return _line_by_line(lines)
+    copied: list[bytes | None] = list(lines)
+    if not all(map(CALL_DETAIL_KEYS.isdisjoint, records)):
+        copied = [
+            line if CALL_DETAIL_KEYS.isdisjoint(record) else None for record, line in zip(records, lines, strict=True)
+        ]
+    if lines and not lines[-1].endswith(b"\n"):  # only a file's last line can lack one
+        copied[-1] = None
+    return records, copied
+
+
+def _line_by_line(lines: list[bytes]) -> MergedBlock:
+    parsed = list(map(_parsed, lines))
+    return [record for record, _ in parsed], [line if ok else None for line, (_, ok) in zip(lines, parsed, strict=True)]
+
+
 def _parsed(line: bytes) -> tuple[dict[str, Any], bool]:
     """A records line parsed, and whether it can be copied to samples.jsonl as it is (it is the record's
     ``streamed_line``). orjson reads it several times faster than json; what orjson refuses (integers
@@ -341,7 +405,7 @@ def _parsed(line: bytes) -> tuple[dict[str, Any], bool]:
 
 
 def _lines(handle: IO[bytes]) -> Iterator[bytes]:
-    return (line for line in handle if line.strip())
+    return filter(bytes.strip, handle)  # blank lines skipped, without a Python step per line
 
 
 @dataclass
@@ -349,6 +413,7 @@ class Report:
     candidate: EvaluationResult
     base: EvaluationResult | None = None
     comparison: dict[str, Any] | None = None
+    digest: SampleDigest | None = None  # the candidate's samples, digested for report.html as they were written
 
     def summary(self) -> dict[str, Any]:
         """Flat figures for a pipeline property file (read with Std:JsonGet) and MLflow."""
@@ -398,14 +463,22 @@ class _Role:
     records: list[dict[str, Any]] | None  # held only for tasks that aggregate lists
 
 
-def _finish_role(spec: EvaluationSpec, role: str, records_uri: str, task: EvalTask | None, scratch: str) -> _Role:
+def _finish_role(
+    spec: EvaluationSpec,
+    role: str,
+    records_uri: str,
+    task: EvalTask | None,
+    scratch: str,
+    observe: Callable[[int, list[dict[str, Any]]], None],
+) -> _Role:
+    """``observe`` sees each block of records written to samples.jsonl, with the first one's line number."""
     task = task or build_task(spec, role)
     path = Path(scratch, role, "samples.jsonl")
     records: list[dict[str, Any]] | None = None
-    with SamplesFile(path, streamed=isinstance(task, StreamingTask)) as samples:
+    with SamplesFile(path, streamed=isinstance(task, StreamingTask), observe=observe) as samples:
         if isinstance(task, StreamingTask):
             manifest, merged = verified_records(records_uri, role)
-            agg = task.aggregate_stream(merged, samples.write, count=manifest.items)
+            agg = task.aggregate_stream(merged, samples.write_block, count=manifest.items)
             dataset_sha256 = manifest.dataset_sha256
         else:
             records = _ordered(task, read_records(records_uri, role))
@@ -415,7 +488,7 @@ def _finish_role(spec: EvaluationSpec, role: str, records_uri: str, task: EvalTa
                 extra = agg.sample_scores.get(record["id"])
                 if extra:
                     record["scores"] = {**record.get("scores", {}), **extra}
-                samples.write(record)
+            samples.write_block(records, [None] * len(records))  # held already: one block
     add_serving(agg.details, records_prefix(records_uri, role))  # when the job served the model itself
     if role in spec.model_resolution:  # how the caller's model argument became this reference
         agg.details["model_resolution"] = spec.model_resolution[role]
@@ -448,16 +521,25 @@ def report(
     Every file is complete (samples.jsonl in a local scratch file) before the first one is written,
     so a failing scorer, judge or comparison leaves no results behind; results.json goes last, as
     the mark of a complete role.
+
+    The candidate's samples are digested for report.html as they are written (``Report.digest``). The
+    base is merged first, so its per-sample scores are known when the candidate's samples flow.
     """
     records_uri = records_uri or output_uri
     tasks = tasks or {}
-    with tempfile.TemporaryDirectory(prefix="evalstack-report-") as scratch:
-        candidate = _finish_role(spec, "candidate", records_uri, tasks.get("candidate"), scratch)
+    with tempfile.TemporaryDirectory(prefix="evalstack-report-") as scratch, _young_collections(GC_YOUNG_OBJECTS):
+        base: _Role | None = None
+        base_scores: BaseScores | None = None
+        if spec.evaluate_base_model:
+            base_scores = BaseScores()
+            base = _finish_role(spec, "base", records_uri, tasks.get("base"), scratch, base_scores.add_block)
+        digester = SampleDigester(shard_timings(records_uri, "candidate", LISTED), base_scores)
+        candidate = _finish_role(spec, "candidate", records_uri, tasks.get("candidate"), scratch, digester.add_block)
         out = Report(candidate.result)
+        out.digest = digester.result(listed_metric(candidate.result.to_dict()))
         uploads = {storage.join(role_uri(output_uri, "candidate"), "samples.jsonl"): candidate.samples}
         files: dict[str, str] = role_files(role_uri(output_uri, "candidate"), candidate.result)
-        if spec.evaluate_base_model:
-            base = _finish_role(spec, "base", records_uri, tasks.get("base"), scratch)
+        if base is not None:
             out.base = base.result
             uploads[storage.join(role_uri(output_uri, "base"), "samples.jsonl")] = base.samples
             files.update(role_files(role_uri(output_uri, "base"), base.result))
@@ -471,6 +553,20 @@ def report(
     for role in ("candidate", "base") if out.base is not None else ("candidate",):
         merge_sample_timings(records_uri, role, role_uri(output_uri, role), spec.kms_key_id)  # beside samples.jsonl
     return out
+
+
+@contextlib.contextmanager
+def _young_collections(threshold: int) -> Iterator[None]:
+    """The cyclic collector's youngest generation collected every ``threshold`` allocations, not 700: the
+    merge holds a chunk of records (acyclic JSON, several objects each) that the default threshold
+    collected and promoted again and again, 10 to 15% of the Report step's time. Cycles that job code
+    makes are still collected, a bounded number of objects later."""
+    first, *older = gc.get_threshold()
+    gc.set_threshold(max(first, threshold), *older)
+    try:
+        yield
+    finally:
+        gc.set_threshold(first, *older)
 
 
 def evaluate_in_process(spec: EvaluationSpec, output_uri: str) -> Report:

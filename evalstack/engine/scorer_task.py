@@ -10,27 +10,37 @@ sees the whole dataset at once, up to ``WHOLE_DATASET_SAMPLES`` (see evalstack.m
 
 from __future__ import annotations
 
+import math
 from collections.abc import Callable, Iterable, Iterator, Sequence
-from itertools import islice
+from dataclasses import dataclass
+from functools import partial
+from operator import itemgetter
 from typing import Any
 
 from evalstack import storage
 from evalstack.catalog import BuiltInMetric
 from evalstack.catalog.hyperparameters import Hyperparameters
 from evalstack.data import DatasetReader, DatasetSummary
-from evalstack.data.items import record_item
+from evalstack.data.block_pool import BlockPool
+from evalstack.data.items import item_id, record_item
+from evalstack.data.records import RecordBlock
 from evalstack.metrics import MetricResult, PresetScorer, load_scorer, run_custom_scorer
 from evalstack.metrics.custom import ScorerStream, scores_whole_dataset
-from evalstack.metrics.pool import SamplePool, step_pool
+from evalstack.metrics.pool import SamplePool, step_pool, worker_count
 from evalstack.metrics.registry import Z_95
 from evalstack.models.base import ModelBackend
 from evalstack.models.prompts import answer_prompts
+from evalstack.results.writer import streamed_line
 from evalstack.spec import EvaluationSpec
-from evalstack.task import Aggregate, Item, ModelNeeded
+from evalstack.task import Aggregate, Item, MergedBlock, ModelNeeded
+
+try:  # optional, as for streamed_line: without it every record is encoded by streamed_line
+    import orjson
+except ImportError:  # pragma: no cover - depends on the installed extras
+    orjson = None  # type: ignore[assignment]
 
 # A merged record and its samples.jsonl line when already encoded; what receives each final record.
-Merged = tuple[dict[str, Any], bytes | None]
-Emit = Callable[[dict[str, Any], bytes | None], None]
+Emit = Callable[[list[dict[str, Any]], list[bytes | None]], None]
 # Records per aggregation chunk in the Report step: what it holds at once besides online state.
 AGGREGATE_CHUNK = 4096
 
@@ -45,11 +55,37 @@ class ScorerTask:
         self.hp = Hyperparameters.for_kind("custom_scorer", spec.hyperparameters).to_dict()
         self._reader = DatasetReader(spec.dataset, limit=self.hp["limit"])
         self._summary: DatasetSummary | None = None
+        self.in_block_worker = False  # a worker of a block pool is one of its cores: no metric pool of its own
 
     def iter_items(self) -> Iterator[Item]:
         """Every item, streamed from the dataset; a complete pass also records the dataset's summary."""
-        for record in self._reader:
-            yield record_item(record)
+        for block in self.iter_blocks():
+            yield from map(record_item, block.records())
+
+    def iter_blocks(self) -> Iterator[RecordBlock]:
+        """The dataset's records in blocks (item ``i`` is record ``i``); a complete pass also records the
+        dataset's summary."""
+        yield from self._reader.blocks()
+        self._summary = self._reader.summary
+
+    def scored_blocks(self, shard_index: int, shard_count: int) -> Iterator[tuple[list[str], bytes]]:
+        """One pass over the dataset scoring without a model the items ``i`` with ``i % shard_count ==
+        shard_index``, block by block: their ids and their records' lines (see ``run_block``); a complete
+        pass also records the dataset's summary. A whole dataset (one shard) of a large JSON Lines file is
+        scored by a pool of processes, one per core (``evalstack.data.block_pool``), with the same bytes."""
+        if shard_count == 1:
+            pool = BlockPool(worker_count(), self.spec.dataset, partial(_block_scorer, self.spec, self.role))  # type: ignore[arg-type]
+            yield from self._reader.mapped(self.run_block, pool)
+        else:
+            position = 0
+
+            def shard_part(block: RecordBlock) -> tuple[list[str], bytes]:
+                nonlocal position
+                part = block.part((shard_index - position) % shard_count, None, shard_count)
+                position += len(block)
+                return self.run_block(part)
+
+            yield from self._reader.mapped(shard_part)
         self._summary = self._reader.summary
 
     def items(self) -> list[Item]:
@@ -61,10 +97,9 @@ class ScorerTask:
         if self._summary is None:
             self._summary = self._reader.known_summary()
         if self._summary is None:
-            for _ in self._reader:  # records, not items: nothing is kept
+            for _ in self.iter_blocks():  # records, not items: nothing is kept
                 pass
-            self._summary = self._reader.summary
-        return self._summary
+        return self._summary  # type: ignore[return-value]
 
     def item_count(self) -> int:
         return self.scan().count
@@ -88,12 +123,10 @@ class ScorerTask:
         return [PresetScorer(name, self.hp, pool) for name in self.spec.metrics]
 
     def run(self, items: Sequence[Item], model: ModelBackend | None) -> list[dict[str, Any]]:
-        no_reference = next((item for item in items if item.data["reference"] is None), None)
-        if no_reference is not None:
-            raise ValueError(
-                f"{self.spec.dataset.uri}: line {no_reference.data['line']}: field "  # type: ignore[union-attr]
-                f"{self.spec.dataset.columns.reference!r}: missing; scoring needs a reference for every record"  # type: ignore[union-attr]
-            )
+        data = [item.data for item in items]
+        lines = [d["line"] for d in data]
+        references = [d["reference"] for d in data]
+        self._check_references(lines, references)
         missing = [item for item in items if self.role == "base" or item.data["response"] is None]
         generated: dict[str, str] = {}
         if missing:
@@ -103,38 +136,55 @@ class ScorerTask:
                 )
             answers = answer_prompts(model, [item.data["prompt"] for item in missing], self.hp)
             generated = dict(zip((i.id for i in missing), answers, strict=True))
-        records = [
-            {
-                "id": item.id,
-                "subtask": None,
-                "line": item.data["line"],
-                "prompt": item.data["prompt"],
-                "response": generated.get(item.id, item.data["response"]),
-                "generated": item.id in generated,
-                "reference": item.data["reference"],
-                "metadata": item.data["metadata"],
-                "scores": {},
-            }
-            for item in items
-        ]
-        if records:
-            # Per-sample values are computed here, in the (sharded) evaluation step, chunk by chunk.
-            predictions = [r["response"] for r in records]
-            references = [r["reference"] for r in records]
-            for preset in self._presets(step_pool()):
-                for record, scores in zip(records, preset.score(predictions, references) or (), strict=False):
-                    record["scores"].update(scores)
-        return records
+        responses = [generated.get(item.id, d["response"]) for item, d in zip(items, data, strict=True)]
+        columns = _Columns(
+            lines,
+            [d["prompt"] for d in data],
+            responses,
+            [item.id in generated for item in items],
+            references,
+            [d["metadata"] for d in data],
+        )
+        return columns.records(self._sample_scores(responses, references))
+
+    def run_block(self, block: RecordBlock) -> tuple[list[str], bytes]:
+        """``run`` without a model over a block's records: their item ids, and the bytes ``streamed_line``
+        gives for each of ``run``'s records, made a column at a time when the block is plain (see
+        ``_Columns``)."""
+        self._check_references(block.lines, block.references)
+        if len(block) and (self.role == "base" or None in block.responses):
+            missing = len(block) if self.role == "base" else block.responses.count(None)
+            raise ModelNeeded(f"model: {missing} record(s) need a {self.role} model response and no model was given")
+        columns = _Columns(
+            block.lines, block.prompts, block.responses, [False] * len(block), block.references, block.metadata
+        )
+        return list(map(item_id, block.lines)), columns.encoded(self._sample_scores(block.responses, block.references))
+
+    def _check_references(self, lines: Sequence[int], references: Sequence[Any]) -> None:
+        if None in references:
+            raise ValueError(
+                f"{self.spec.dataset.uri}: line {lines[references.index(None)]}: field "  # type: ignore[union-attr]
+                f"{self.spec.dataset.columns.reference!r}: missing; scoring needs a reference for every record"  # type: ignore[union-attr]
+            )
+
+    def _sample_scores(self, predictions: list[Any], references: list[Any]) -> list[list[dict[str, float]]]:
+        """Each preset's per-sample values (in the (sharded) evaluation step, chunk by chunk)."""
+        if not predictions:
+            return []
+        pool = None if self.in_block_worker else step_pool()
+        scored = (preset.score(predictions, references) for preset in self._presets(pool))
+        return [samples for samples in scored if samples is not None]
 
     def aggregate(self, records: Sequence[dict[str, Any]]) -> Aggregate:
         """The list form of ``aggregate_stream``: custom per-sample scores land in the records themselves."""
-        return self.aggregate_stream(((r, None) for r in records), lambda _r, _line: None, count=len(records))
+        blocks = [(list(records), [None] * len(records))]
+        return self.aggregate_stream(blocks, lambda _records, _lines: None, count=len(records))
 
-    def aggregate_stream(self, records: Iterable[Merged], emit: Emit, *, count: int | None = None) -> Aggregate:
-        """Fold records (in item order, as ``run`` made them) into the metrics, passing each record on to
-        ``emit`` with its final scores. Each record comes with its samples.jsonl line when already encoded
-        (else None), passed on while the record is unchanged. ``count`` is the number of records, when
-        the caller knows it."""
+    def aggregate_stream(self, blocks: Iterable[MergedBlock], emit: Emit, *, count: int | None = None) -> Aggregate:
+        """Fold blocks of records (in item order, as ``run`` made them) into the metrics, passing them on to
+        ``emit`` a chunk at a time with their final scores. Each record comes with its samples.jsonl line
+        when already encoded (else None), passed on while the record is unchanged. ``count`` is the number
+        of records, when the caller knows it."""
         presets = self._presets()
         agg = Aggregate(metrics={}, details={"signatures": {}, "generated_responses": 0})
         scorer = load_scorer(storage.read_bytes(self.spec.custom_scorer_uri)) if self.spec.custom_scorer_uri else None
@@ -149,14 +199,19 @@ class ScorerTask:
                 stream = ScorerStream(scorer, n, batch_size)
         # A chunk is a multiple of the scorer's batch, so batches are those of one whole-dataset call.
         chunk_size = -(-AGGREGATE_CHUNK // batch_size) * batch_size
-        records = iter(records)
-        while pairs := list(islice(records, chunk_size)):
-            chunk = [record for record, _ in pairs]
-            predictions = [r["response"] for r in chunk]
-            references = [r["reference"] for r in chunk]
-            for preset in presets:
-                preset.add(predictions, references, [r["scores"] for r in chunk])
-            agg.details["generated_responses"] += sum(r["generated"] for r in chunk)
+        # Per-sample metrics fold the scores alone; the texts are listed only for what reads them.
+        needs_texts = scorer is not None or any(preset.needs_texts for preset in presets)
+        predictions: list[Any] = []
+        references: list[Any] = []
+        for chunk, lines in _rechunked(blocks, chunk_size):
+            if needs_texts:
+                predictions = list(map(itemgetter("response"), chunk))
+                references = list(map(itemgetter("reference"), chunk))
+            if presets:
+                chunk_scores = list(map(itemgetter("scores"), chunk))
+                for preset in presets:
+                    preset.add(predictions, references, chunk_scores)
+            agg.details["generated_responses"] += sum(map(itemgetter("generated"), chunk))
             if stream is not None:
                 per_sample = stream.feed(predictions, references, _metadata(chunk))
                 for record, scores in zip(chunk, per_sample or (), strict=False):
@@ -164,13 +219,8 @@ class ScorerTask:
             if held is not None:
                 held.extend(chunk)
                 continue
-            if stream is None:
-                for record, line in pairs:
-                    emit(record, line)
-            else:  # scores changed: encoded again
-                for record in chunk:
-                    emit(record, None)
-            del chunk, pairs  # before the next one is read, so only one chunk is ever held
+            emit(chunk, lines if stream is None else [None] * len(chunk))  # changed scores: encoded again
+            del chunk, lines  # before the next one is read, so only one chunk is ever held
         for preset in presets:
             self._add(agg, preset.metric, preset.result(), preset.stderr())
         if held is not None:
@@ -183,8 +233,7 @@ class ScorerTask:
             )
             for record, scores in zip(held, result.per_sample or (), strict=False):
                 record["scores"] = {**record["scores"], **scores}
-            for record in held:
-                emit(record, None)
+            emit(held, [None] * len(held))
         elif stream is not None:
             result = stream.result()
         if scorer is not None:
@@ -205,6 +254,127 @@ class ScorerTask:
             value = result.values[key]
             agg.stderr[key] = se
             agg.confidence_intervals[key] = [value - Z_95 * se, value + Z_95 * se]
+
+
+def _block_scorer(spec: EvaluationSpec, role: str) -> Callable[[RecordBlock], tuple[list[str], bytes]]:
+    """``run_block`` of a task made in a block pool's worker (see ``ScorerTask.scored_blocks``)."""
+    task = ScorerTask(spec, role)
+    task.in_block_worker = True
+    return task.run_block
+
+
+@dataclass
+class _Columns:
+    """A chunk's records column by column, before they are scored."""
+
+    lines: Sequence[int]
+    prompts: Sequence[str | None]
+    responses: Sequence[str]
+    generated: Sequence[bool]
+    references: Sequence[Any]
+    metadata: Sequence[dict[str, Any]] | None  # None: every record's is empty
+
+    def records(self, samples: list[list[dict[str, float]]]) -> list[dict[str, Any]]:
+        """The records; ``samples`` holds each preset's per-sample values (a later preset's win)."""
+        records = [
+            {
+                "id": item_id(line),
+                "subtask": None,
+                "line": line,
+                "prompt": prompt,
+                "response": response,
+                "generated": generated,
+                "reference": reference,
+                "metadata": metadata,
+                "scores": {},
+            }
+            for line, prompt, response, generated, reference, metadata in zip(
+                self.lines, self.prompts, self.responses, self.generated, self.references, self._dicts(), strict=True
+            )
+        ]
+        for per_sample in samples:
+            for record, scores in zip(records, per_sample, strict=False):
+                record["scores"].update(scores)
+        return records
+
+    def encoded(self, samples: list[list[dict[str, float]]]) -> bytes:
+        """``streamed_line`` of every record, in one piece. A plain chunk (text fields all strings, scores
+        all finite floats under the same keys, metadata orjson encodes) fills one line template per record
+        from columns each encoded by one orjson call; any other chunk is encoded record by record."""
+        plain = self._plain(samples) if orjson is not None and self.lines else None
+        texts = [self._texts(column) for column in (self.prompts, self.references, self.responses)] if plain else []
+        metadata = self._metadata() if plain else None
+        if plain is None or metadata is None or any(column is None for column in texts):
+            return b"".join(map(streamed_line, self.records(samples)))
+        template, scores = plain
+        flags = [b"true" if flag else b"false" for flag in self.generated]
+        rows = zip(flags, self.lines, self.lines, metadata, *texts, *scores, strict=True)
+        return b"".join(map(template.__mod__, rows))
+
+    def _plain(self, samples: list[list[dict[str, float]]]) -> tuple[bytes, list[list[bytes]]] | None:
+        """The line template and the encoded score columns, or None when the chunk is not plain."""
+        n = len(self.lines)
+        merged: dict[str, list[float]] = {}
+        for per_sample in samples:
+            keys = list(per_sample[0]) if len(per_sample) == n and n else []
+            if not keys or set(map(len, per_sample)) != {len(keys)}:
+                return None
+            try:
+                merged.update((key, list(map(itemgetter(key), per_sample))) for key in keys)
+            except KeyError:
+                return None
+        encoded: list[list[bytes]] = []
+        for values in (merged[key] for key in sorted(merged)):
+            if set(map(type, values)) != {float} or not all(map(math.isfinite, values)):
+                return None
+            encoded.append(orjson.dumps(values)[1:-1].split(b","))
+        score_fields = b",".join(orjson.dumps(key).replace(b"%", b"%%") + b":%s" for key in sorted(merged))
+        template = (
+            # "line-%d": item_id(line), as in records(); equal bytes are tested (tests/test_block_reader.py)
+            b'{"generated":%s,"id":"line-%d","line":%d,"metadata":%s,"prompt":"%s","reference":"%s",'
+            b'"response":"%s","scores":{' + score_fields + b'},"subtask":null}\n'
+        )
+        return template, encoded
+
+    def _metadata(self) -> list[bytes] | None:
+        """Each record's metadata encoded, or None where orjson cannot (json then writes the record)."""
+        if self.metadata is None or not any(self.metadata):
+            return [b"{}"] * len(self.lines)
+        try:
+            return list(map(partial(orjson.dumps, option=orjson.OPT_SORT_KEYS), self.metadata))
+        except TypeError:
+            return None
+
+    def _dicts(self) -> Sequence[dict[str, Any]]:
+        return self.metadata if self.metadata is not None else [{} for _ in self.lines]
+
+    @staticmethod
+    def _texts(values: Sequence[Any]) -> list[bytes] | None:
+        """Each string's JSON encoding without its quotes, from one orjson call; None unless all are strings.
+        The list's encoding is split at its separators, '","': a string's own quotes are escaped, and a
+        split that finds more pieces than strings (an escaped quote before a comma) is not used."""
+        if set(map(type, values)) != {str}:
+            return None
+        pieces = orjson.dumps(values)[2:-2].split(b'","')
+        return pieces if len(pieces) == len(values) else None
+
+
+def _rechunked(blocks: Iterable[MergedBlock], size: int) -> Iterator[MergedBlock]:
+    """The blocks' records and lines again in chunks of ``size`` (the last one shorter): a chunk is the
+    same whatever the blocks, so results are too (1 or N shards)."""
+    records: list[dict[str, Any]] = []
+    lines: list[bytes | None] = []
+    for block_records, block_lines in blocks:
+        if not records and len(block_records) == size:
+            yield block_records, block_lines
+            continue
+        records += block_records
+        lines += block_lines
+        while len(records) >= size:
+            yield records[:size], lines[:size]
+            del records[:size], lines[:size]
+    if records:
+        yield records, lines
 
 
 def _metadata(records: Sequence[dict[str, Any]]) -> list[dict[str, Any]]:

@@ -11,6 +11,7 @@ from __future__ import annotations
 from collections import Counter
 from collections.abc import Callable, Sequence
 from importlib import metadata
+from operator import eq
 from typing import Any
 
 from evalstack.catalog.hyperparameters import Hyperparameters
@@ -45,16 +46,29 @@ def _binarise(label: str, threshold: float, side: str, index: int) -> str:
 def _labels(
     predictions: Sequence[str], references: Sequence[str] | Sequence[Sequence[str]], threshold: float | None
 ) -> tuple[list[str], list[str]]:
+    if predictions and len(predictions) == len(references) and _strings(predictions) and _strings(references):
+        y_true, y_pred = list(map(str.strip, references)), list(map(str.strip, predictions))  # type: ignore[arg-type]
+    else:  # lists of labels, or bad input: checked (and named) label by label
+        y_true, y_pred = _checked_labels(predictions, references)
+    if threshold is not None:
+        y_true = [_binarise(v, threshold, "reference", i) for i, v in enumerate(y_true)]
+        y_pred = [_binarise(v, threshold, "prediction", i) for i, v in enumerate(y_pred)]
+    return y_pred, y_true
+
+
+def _strings(values: Sequence[object]) -> bool:
+    return set(map(type, values)) == {str}
+
+
+def _checked_labels(
+    predictions: Sequence[str], references: Sequence[str] | Sequence[Sequence[str]]
+) -> tuple[list[str], list[str]]:
     y_true: list[str] = []
     for i, refs in enumerate(reference_lists(predictions, references)):
         if len(refs) != 1:
             raise ValueError(f"reference {i}: classification needs exactly one label, got {refs!r}")
         y_true.append(refs[0].strip())
-    y_pred = [p.strip() for p in predictions]
-    if threshold is not None:
-        y_true = [_binarise(v, threshold, "reference", i) for i, v in enumerate(y_true)]
-        y_pred = [_binarise(v, threshold, "prediction", i) for i, v in enumerate(y_pred)]
-    return y_pred, y_true
+    return y_true, [p.strip() for p in predictions]
 
 
 def _pos_label(average: str, pos_label: str | None, threshold: float | None, labels: set[str]) -> str | None:
@@ -83,7 +97,7 @@ def accuracy_samples(
     predictions: Sequence[str], references: Sequence[str] | Sequence[Sequence[str]], hp: Hyperparameters
 ) -> list[dict[str, float]]:
     y_pred, y_true = _labels(predictions, references, hp.threshold)
-    return [{"accuracy": float(p == t)} for p, t in zip(y_pred, y_true, strict=True)]
+    return [{"accuracy": value} for value in map(float, map(eq, y_pred, y_true))]
 
 
 def signature(hp: Hyperparameters) -> dict[str, str]:

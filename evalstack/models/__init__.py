@@ -64,6 +64,7 @@ def load_backend(
     parsed = parse_model_reference(reference)
     clients = dict(clients or {})
     remote: dict[str, Any] = {"cache": cache, "max_concurrency": max_concurrency, "retry": retry}
+    served = {**remote, "timeout": timeout}  # for an engine the job serves over HTTP (vLLM)
     if parsed.kind == "label":
         raise label_error(parsed)
     if parsed.kind == "openai":
@@ -85,14 +86,14 @@ def load_backend(
     if parsed.kind == "jumpstart":
         from evalstack.models.package_serving import serve_jumpstart
 
-        return serve_jumpstart(parsed, _client(clients, "s3", parsed.region))
+        return serve_jumpstart(parsed, _client(clients, "s3", parsed.region), client_options=served)
     client = _client(clients, "sagemaker", parsed.region)
     info = resolve_model_package(parsed.target, client)
     if info.model_reference is None:
         # No metadata naming what serves it: serve what the package itself declares, in this process.
         from evalstack.models.package_serving import serve_model_package
 
-        return serve_model_package(info.arn, client, _client(clients, "s3", parsed.region))
+        return serve_model_package(info.arn, client, _client(clients, "s3", parsed.region), client_options=served)
     return load_backend(
         info.model_reference,
         cache=cache,

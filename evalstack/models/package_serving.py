@@ -11,9 +11,18 @@ Tarballs are extracted with tarfile's ``data`` filter, which keeps every member 
 (a leading ``/`` is stripped; ``..``, device files and links leading outside are refused), and the
 object keys of a prefix are checked the same way.
 
-The folder is loaded with the local transformers backend (:class:`evalstack.models.hf_local.HFBackend`),
-so log-likelihoods are lm-eval's and equal an ``hf:`` reference to the same folder. vLLM is not
-driven in-process here; :func:`choose_engine` says so when the image has vLLM and a GPU.
+What serves the folder is :func:`choose_engine`'s decision, recorded with its reason:
+
+- vLLM, when the image has it (``import vllm`` finds it) and a GPU is visible (``torch.cuda.device_count()``,
+  e.g. ml.g5, ml.g6, ml.p4d, ml.p5 instances): vLLM's own OpenAI-compatible server on loopback, tensor
+  parallel over the GPUs, behind the OpenAI backend with vLLM's ``prompt_logprobs``
+  (:mod:`evalstack.models.vllm_server`); closing the backend stops the server.
+- otherwise the local transformers backend on CPU (:class:`evalstack.models.hf_local.HFBackend`, e.g.
+  ml.m5 and ml.c5 instances, or a GPU image without vLLM), whose log-likelihoods are lm-eval's and equal
+  an ``hf:`` reference to the same folder.
+
+Either way the backend's ``serving_details()`` (backend, device, GPU count, reason, artifact URI, package
+ARN or JumpStart id) goes into results.json ``details.serving``.
 """
 
 from __future__ import annotations
@@ -33,6 +42,7 @@ from pathlib import Path, PurePosixPath
 from typing import Any
 
 from evalstack import storage
+from evalstack.models.base import ModelBackend
 from evalstack.models.hf_local import HFBackend
 from evalstack.models.jumpstart import MANIFEST_KEY, content_bucket, jumpstart_model
 from evalstack.models.reference import ModelReference, parse_model_reference
@@ -54,9 +64,10 @@ class ModelArtifact:
 class Engine:
     """What runs the model inside the job, and why it was chosen."""
 
-    name: str  # "transformers"
-    device: str  # "cpu"
+    name: str  # "vllm" or "transformers"
+    device: str  # "cuda" or "cpu"
     reason: str
+    gpus: int = 0  # visible GPUs vLLM may use
 
 
 def package_artifact(arn: str, described: Mapping[str, Any]) -> ModelArtifact:
@@ -112,19 +123,28 @@ def _artifact(owner: str, uri: str, compressed: bool, field: str) -> ModelArtifa
     return ModelArtifact(uri=uri, compressed=compressed, declared_in=field)
 
 
-def choose_engine() -> Engine:
-    """transformers on CPU; why vLLM was not used is recorded rather than guessed at."""
+def choose_engine(gpus: int | None = None) -> Engine:
+    """vLLM when the image has it and ``gpus`` (default: the GPUs torch sees) is above 0, else
+    transformers on CPU; the reason is recorded rather than guessed at."""
     has_vllm = importlib.util.find_spec("vllm") is not None
+    if gpus is None:
+        gpus = visible_gpus()
+    if has_vllm and gpus > 0:
+        reason = f"vLLM is installed and {gpus} GPU(s) are visible: vLLM's OpenAI-compatible server on loopback"
+        return Engine(name="vllm", device="cuda", reason=reason, gpus=gpus)
+    if has_vllm:
+        reason = "vLLM is installed but no GPU is visible (torch.cuda.device_count() is 0); transformers on CPU"
+    else:
+        reason = "vLLM is not installed in this image; transformers on CPU"
+    return Engine(name="transformers", device="cpu", reason=reason)
+
+
+def visible_gpus() -> int:
+    if importlib.util.find_spec("torch") is None:
+        return 0  # no torch, no CUDA: serving will say torch is missing
     import torch
 
-    gpu = torch.cuda.is_available()
-    if has_vllm and gpu:
-        reason = "vLLM and a GPU are present, but in-job vLLM serving is not implemented yet; transformers on CPU"
-    elif has_vllm:
-        reason = "vLLM is installed but no GPU is visible (torch.cuda.is_available() is false)"
-    else:
-        reason = "vLLM is not installed in this image"
-    return Engine(name="transformers", device="cpu", reason=reason)
+    return int(torch.cuda.device_count())
 
 
 def cache_root() -> Path:
@@ -251,15 +271,26 @@ def model_folder(folder: Path, artifact: ModelArtifact) -> Path:
     )
 
 
-def serve_artifact(artifact: ModelArtifact, s3_client: Any, source: Mapping[str, Any]) -> HFBackend:
-    """Fetch ``artifact`` and load it; ``source`` (e.g. the package ARN) goes into the serving record."""
-    if not all(importlib.util.find_spec(name) for name in ("torch", "transformers")):
+def serve_artifact(
+    artifact: ModelArtifact,
+    s3_client: Any,
+    source: Mapping[str, Any],
+    engine: Engine | None = None,
+    client_options: Mapping[str, Any] | None = None,
+) -> ModelBackend:
+    """Fetch ``artifact`` and serve it with ``engine`` (default: :func:`choose_engine`); ``source`` (e.g.
+    the package ARN) goes into the serving record. ``client_options`` (response cache, concurrency,
+    retry, timeout) configure the HTTP client of an engine served over HTTP (vLLM); transformers runs
+    in this process and takes none."""
+    engine = engine or choose_engine()
+    needed = ("vllm",) if engine.name == "vllm" else ("torch", "transformers")
+    if not all(importlib.util.find_spec(name) for name in needed):
         # Said before a download of gigabytes, not after it.
+        extra = "vllm" if engine.name == "vllm" else "hf"
         raise ValueError(
-            f"serving {artifact.uri} in the job needs torch and transformers: install the optional extra "
-            "'evalstack[hf]' (in the image: add hf to the extras it is built with)"
+            f"serving {artifact.uri} in the job with {engine.name} needs {' and '.join(needed)}: install the "
+            f"optional extra 'evalstack[{extra}]' (in the image: add {extra} to the extras it is built with)"
         )
-    engine = choose_engine()
     folder = fetch_artifact(artifact, s3_client)
     serving = {
         "backend": engine.name,
@@ -269,18 +300,38 @@ def serve_artifact(artifact: ModelArtifact, s3_client: Any, source: Mapping[str,
         "artifact_declared_in": artifact.declared_in,
         **source,
     }
+    if engine.name == "vllm":
+        from evalstack.models.vllm_server import serve_folder
+
+        # Named by the folder, which is named by the content: a response cached for one model is never
+        # served for another that a later server on the same port holds.
+        served_name = "evalstack-" + hashlib.sha256(str(folder).encode()).hexdigest()[:16]
+        logs = storage.evalstack_home() / "logs"
+        return serve_folder(folder, served_name, engine.gpus, serving, log_dir=logs, client_options=client_options)
     return HFBackend(parse_model_reference(f"hf:{folder}"), serving=serving)
 
 
-def serve_model_package(arn: str, sagemaker_client: Any, s3_client: Any) -> HFBackend:
-    """The package's declared model, loaded in this process (DescribeModelPackage, then S3)."""
+def serve_model_package(
+    arn: str,
+    sagemaker_client: Any,
+    s3_client: Any,
+    engine: Engine | None = None,
+    client_options: Mapping[str, Any] | None = None,
+) -> ModelBackend:
+    """The package's declared model, served in this job (DescribeModelPackage, then S3)."""
     described = sagemaker_client.describe_model_package(ModelPackageName=arn)
     artifact = package_artifact(arn, described)
-    return serve_artifact(artifact, s3_client, {"model_package_arn": described.get("ModelPackageArn", arn)})
+    source = {"model_package_arn": described.get("ModelPackageArn", arn)}
+    return serve_artifact(artifact, s3_client, source, engine, client_options)
 
 
-def serve_jumpstart(reference: ModelReference, s3_client: Any) -> HFBackend:
-    """A ``jumpstart:<model id>[@version]`` reference's hosting artifact, loaded in this process."""
+def serve_jumpstart(
+    reference: ModelReference,
+    s3_client: Any,
+    engine: Engine | None = None,
+    client_options: Mapping[str, Any] | None = None,
+) -> ModelBackend:
+    """A ``jumpstart:<model id>[@version]`` reference's hosting artifact, served in this job."""
     region = reference.region or s3_client.meta.region_name
     model = jumpstart_model(reference.target, region, s3_client, version=reference.version)
     if model is None:
@@ -291,4 +342,4 @@ def serve_jumpstart(reference: ModelReference, s3_client: Any) -> HFBackend:
     declared_in = f"{model.spec_uri} (hosting artifact)"
     artifact = _artifact(model.reference, model.artifact_uri, model.compressed, declared_in)
     source = {"jumpstart_model_id": model.model_id, "jumpstart_version": model.version, "gated": model.gated}
-    return serve_artifact(artifact, s3_client, source)
+    return serve_artifact(artifact, s3_client, source, engine, client_options)

@@ -111,7 +111,7 @@ def report(spec_uri: str, eval_type: str, output_uri: str, property_file: str, w
     merged = merge_report(spec, output_uri)
     summary = merged.summary()
     storage.write_text(storage.join(output_uri, "spec.json"), spec.to_json(), kms_key_id=spec.kms_key_id)
-    write_report_html(output_uri, started, kms_key_id=spec.kms_key_id)
+    write_report_html(output_uri, started, kms_key_id=spec.kms_key_id, digest=merged.digest)
     if wants_tracking(spec):
         log_to_mlflow(spec, merged, output_uri)
     storage.write_text(str(container_path(property_file)), json.dumps(summary, indent=2, sort_keys=True) + "\n")

@@ -13,28 +13,33 @@ Sections, each read from the files the Report step wrote:
   hyperparameters, and the execution's steps with their times.
 
 Every number in a table carries its exact value in ``data-value``; the text is that value rounded.
-Samples are read as a stream (a fixed number of rows and per-metric value counts are kept).
+The samples' digest (a fixed number of rows and per-metric value counts) is the Report step's, made as it
+wrote samples.jsonl, or is read from samples.jsonl as a stream (evalstack.results.sample_digest).
 """
 
 from __future__ import annotations
 
-import heapq
 import html
 import itertools
 import json
-import math
 from collections import Counter
-from collections.abc import Callable, Iterable, Mapping, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
-from functools import partial
 from typing import Any
 
 from evalstack import storage
-from evalstack.data.text_rows import parse_json
 from evalstack.masking import mask
 from evalstack.results import plots
-from evalstack.results.sample_timings import SlowSample, TimingDigest, read_timings
+from evalstack.results.sample_digest import (
+    LISTED,
+    ListedSample,
+    SampleDigest,
+    digest_samples,
+    primary_metric,
+    text_of,
+)
+from evalstack.results.sample_timings import TimingDigest, read_timings
 from evalstack.results.summary import (
     fmt,
     fmt_ci,
@@ -46,35 +51,9 @@ from evalstack.results.summary import (
 )
 from evalstack.results.timings import StepTime, now, recorded_step_times
 
-LISTED = 10  # samples per list
-MAX_ANSWER_CHARS = 240
 MAX_DISTINCT_BINS = 11  # at most this many distinct per-sample values: one bar per value
 HISTOGRAM_BINS = 20
 esc = html.escape
-
-
-@dataclass(order=True)
-class ListedSample:
-    line: int  # 1-based line of samples.jsonl
-    id: str = field(compare=False)
-    subtask: str | None = field(compare=False)
-    score: float | None = field(compare=False)
-    target: str = field(compare=False, default="")
-    answer: str = field(compare=False, default="")
-    seconds: float | None = field(compare=False, default=None)  # model time, from sample_timings.jsonl
-    requests: int | None = field(compare=False, default=None)  # model answers it used, likewise
-    base_score: float | None = field(compare=False, default=None)
-
-
-@dataclass
-class SampleDigest:
-    primary: str | None
-    most_wrong: list[ListedSample] = field(default_factory=list)
-    slowest: list[ListedSample] = field(default_factory=list)
-    regressed: list[ListedSample] = field(default_factory=list)
-    score_counts: dict[str, Counter[float]] = field(default_factory=dict)
-    samples: int = 0
-    timings: TimingDigest | None = None  # None: the execution recorded no sample times
 
 
 @dataclass
@@ -86,114 +65,6 @@ class ReportInputs:
     spec: dict[str, Any] | None = None
     steps: list[StepTime] = field(default_factory=list)
     samples_href: str = "samples.jsonl"
-
-
-# -- samples ----------------------------------------------------------------------------------------
-
-
-def primary_metric(results: Mapping[str, Any]) -> str | None:
-    """The declared primary metric (details.primary_metric), else the first non-null metric by name."""
-    metrics = results.get("metrics") or {}
-    declared = (results.get("details") or {}).get("primary_metric", results.get("primary_metric"))
-    if isinstance(declared, str) and declared in metrics:
-        return declared
-    named = sorted(k for k, v in metrics.items() if isinstance(v, int | float) and not isinstance(v, bool))
-    return named[0] if named else None
-
-
-def _text(value: Any) -> str:
-    if value is None:
-        return ""
-    text = value if isinstance(value, str) else json.dumps(value, sort_keys=True)
-    return text if len(text) <= MAX_ANSWER_CHARS else text[: MAX_ANSWER_CHARS - 1] + "…"
-
-
-def _answer(record: Mapping[str, Any]) -> str:
-    extracted = record.get("extracted")
-    response = record.get("response")
-    if isinstance(extracted, Mapping) and response is not None:
-        return f"{_text(response)} → {_text(extracted)}"
-    return _text(response if response is not None else extracted)
-
-
-def _margin(record: Mapping[str, Any]) -> float:
-    """How sure a log-likelihood answer was of a wrong choice (0 for generated answers)."""
-    lls, gold = record.get("loglikelihoods"), record.get("target")
-    if not isinstance(lls, list) or not isinstance(gold, int) or not 0 <= gold < len(lls) or len(lls) < 2:
-        return 0.0
-    return max(v for i, v in enumerate(lls) if i != gold) - lls[gold]
-
-
-def _score(record: Mapping[str, Any], metric: str | None) -> float | None:
-    value = (record.get("scores") or {}).get(metric) if metric else None
-    return float(value) if isinstance(value, int | float) and math.isfinite(float(value)) else None
-
-
-def _keep(heap: list[tuple[Any, ...]], key: tuple[Any, ...], make: Callable[[], ListedSample]) -> None:
-    """Keep the LISTED items with the largest keys (a min-heap of them; keys are unique). An item is made
-    only when it is kept: at millions of samples, building one per line cost more than reading the file."""
-    if len(heap) < LISTED:
-        heapq.heappush(heap, (*key, make()))
-    elif key > heap[0][:-1]:
-        heapq.heapreplace(heap, (*key, make()))
-
-
-def _lines(lines: Iterable[str]) -> Iterable[tuple[int, dict[str, Any]]]:
-    for number, line in enumerate(lines, start=1):
-        if line.strip():
-            yield number, parse_json(line)  # orjson: millions of lines at scale
-
-
-def _listed(
-    number: int, record: Mapping[str, Any], score: float | None, base_score: float | None, timing: SlowSample | None
-) -> ListedSample:
-    return ListedSample(
-        line=number,
-        id=str(record.get("id")),
-        subtask=record.get("subtask"),
-        score=score,
-        target=_text(record.get("target", record.get("reference"))),
-        answer=_answer(record),
-        seconds=timing.seconds if timing is not None else None,
-        requests=timing.requests if timing is not None else None,
-        base_score=base_score,
-    )
-
-
-def digest_samples(
-    lines: Iterable[str],
-    primary: str | None,
-    base_lines: Iterable[str] | None = None,
-    timings: TimingDigest | None = None,
-) -> SampleDigest:
-    """One pass over samples.jsonl (and the base's): the rows the report lists and per-metric value counts.
-    ``timings`` (from sample_timings.jsonl) names the slowest samples' lines; their rows are filled here."""
-    base_scores = {r["id"]: _score(r, primary) for _, r in _lines(base_lines)} if base_lines is not None else {}
-    digest = SampleDigest(primary, timings=timings)
-    slow: dict[int, SlowSample] = {s.line: s for s in timings.slowest} if timings is not None else {}
-    found: dict[int, ListedSample] = {}
-    wrong: list[tuple[Any, ...]] = []
-    regressed: list[tuple[Any, ...]] = []
-    for number, record in _lines(lines):
-        digest.samples += 1
-        for metric, value in (record.get("scores") or {}).items():
-            if isinstance(value, int | float) and math.isfinite(float(value)):
-                digest.score_counts.setdefault(metric, Counter())[round(float(value), 6)] += 1
-        score = _score(record, primary)
-        base_score = base_scores.get(record.get("id")) if base_scores else None
-        timing = slow.get(number)
-        listed = partial(_listed, number, record, score, base_score, timing)
-        if score is not None and score != 1.0:
-            # Lowest score first; among equals, the most confident wrong answer, then file order.
-            _keep(wrong, (-score, _margin(record), -number), listed)
-        if timing is not None and timing.id == str(record.get("id")):
-            found[number] = listed()
-        if score is not None and base_score is not None and base_score > score:
-            _keep(regressed, (base_score - score, -number), listed)
-    digest.most_wrong = [entry[-1] for entry in sorted(wrong, reverse=True)]
-    digest.slowest = [found[s.line] for s in slow.values() if s.line in found]
-    digest.regressed = [entry[-1] for entry in sorted(regressed, reverse=True)]
-    return digest
 
 
 # -- HTML pieces ------------------------------------------------------------------------------------
@@ -468,14 +339,14 @@ def provenance_section(inputs: ReportInputs) -> str:
         ("results schema", results.get("schema_version")),
     ]
     rows = [
-        f'<tr><th scope="row">{esc(k)}</th><td data-field="{_slug(k)}"><code>{esc(mask(_text(v)))}</code></td></tr>'
+        f'<tr><th scope="row">{esc(k)}</th><td data-field="{_slug(k)}"><code>{esc(mask(text_of(v)))}</code></td></tr>'
         for k, v in facts
         if v not in (None, "", [], {})
     ]
     parts = ['<section id="provenance"><h2>Provenance</h2>', table(["", ""], rows, "provenance-table")]
     hyper = spec.get("hyperparameters") or {}
     if hyper:
-        hp_rows = [f"<tr><td>{esc(k)}</td><td>{esc(mask(_text(v)))}</td></tr>" for k, v in sorted(hyper.items())]
+        hp_rows = [f"<tr><td>{esc(k)}</td><td>{esc(mask(text_of(v)))}</td></tr>" for k, v in sorted(hyper.items())]
         parts.append("<h3>Hyperparameters</h3>" + table(["name", "value"], hp_rows, "hyperparameters"))
     versions = results.get("library_versions") or {}
     if versions:
@@ -534,18 +405,13 @@ def _json_if_exists(uri: str) -> dict[str, Any] | None:
     return json.loads(storage.read_text(uri)) if storage.exists(uri) else None
 
 
-def load_inputs(output_uri: str, steps: Sequence[StepTime] = ()) -> ReportInputs:
-    """The report's inputs from an execution's output folder (local or s3://), samples streamed."""
+def load_inputs(output_uri: str, steps: Sequence[StepTime] = (), digest: SampleDigest | None = None) -> ReportInputs:
+    """The report's inputs from an execution's output folder (local or s3://). The sample digest is the
+    one given (the Report step's, made as it wrote samples.jsonl), else read from samples.jsonl, streamed."""
     results = json.loads(storage.read_text(storage.join(output_uri, "results.json")))
     base_results = _json_if_exists(storage.join(output_uri, "base", "results.json"))
-    primary = primary_metric(results)
-    timings = read_timings(output_uri, LISTED)
-    with storage.open_text(storage.join(output_uri, "samples.jsonl")) as lines:
-        if base_results is not None:
-            with storage.open_text(storage.join(output_uri, "base", "samples.jsonl")) as base_lines:
-                digest = digest_samples(lines, primary, base_lines, timings)
-        else:
-            digest = digest_samples(lines, primary, timings=timings)
+    if digest is None:
+        digest = _read_digest(output_uri, primary_metric(results), with_base=base_results is not None)
     return ReportInputs(
         results=results,
         digest=digest,
@@ -556,12 +422,24 @@ def load_inputs(output_uri: str, steps: Sequence[StepTime] = ()) -> ReportInputs
     )
 
 
-def write_report_html(output_uri: str, report_started: datetime, kms_key_id: str | None = None) -> str:
-    """The Report step's report.html, from the files next to it and the recorded step times; written
-    atomically. Returns its URI."""
+def _read_digest(output_uri: str, primary: str | None, *, with_base: bool) -> SampleDigest:
+    timings = read_timings(output_uri, LISTED)
+    with storage.open_text(storage.join(output_uri, "samples.jsonl")) as lines:
+        if not with_base:
+            return digest_samples(lines, primary, timings=timings)
+        with storage.open_text(storage.join(output_uri, "base", "samples.jsonl")) as base_lines:
+            return digest_samples(lines, primary, base_lines, timings)
+
+
+def write_report_html(
+    output_uri: str, report_started: datetime, kms_key_id: str | None = None, digest: SampleDigest | None = None
+) -> str:
+    """The Report step's report.html, from the files next to it, the recorded step times and ``digest``
+    (the samples' digest the Report step made as it wrote them; None: read samples.jsonl again);
+    written atomically. Returns its URI."""
     steps = [*recorded_step_times(output_uri), StepTime("Report", "Executing", report_started.isoformat(),
                                                         now().isoformat())]  # fmt: skip
     uri = storage.join(output_uri, "report.html")
     # A retried Report step renders other step times around the same results.
-    storage.write_text_keeping_first(uri, render_html(load_inputs(output_uri, steps)), kms_key_id=kms_key_id)
+    storage.write_text_keeping_first(uri, render_html(load_inputs(output_uri, steps, digest)), kms_key_id=kms_key_id)
     return uri

@@ -12,12 +12,17 @@ from __future__ import annotations
 import html
 import io
 import re
+import threading
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 
 import matplotlib
 import matplotlib.text
+from matplotlib.axes import Axes
 from matplotlib.figure import Figure
+from matplotlib.font_manager import FontProperties
+from matplotlib.textpath import text_to_path
+from matplotlib.ticker import EngFormatter, MaxNLocator
 
 CANDIDATE_COLOUR = "#3366aa"
 BASE_COLOUR = "#bbbbbb"
@@ -28,8 +33,17 @@ NEUTRAL_COLOUR = "#999999"
 EXECUTION_COLOURS = ("#3366aa", "#e69500", "#2e8b57", "#8e44ad", "#c0392b")
 Z95 = 1.96
 _ROW_INCHES = 0.24
+# The histogram's size and margins (left, right, bottom, top), fixed so that one draw renders it (a
+# figure cropped to its contents is drawn twice): room for the y label and y tick labels of at most five
+# characters (EngFormatter's "12.5k"), for one row of x tick labels and the x label (made smaller when
+# it is too long), and for half an x tick label past either end.
+_HISTOGRAM_INCHES = (5.0, 2.4)
+_HISTOGRAM_MARGIN_INCHES = (0.8, 0.3, 0.5, 0.12)
 _SVG_PREAMBLE = re.compile(r"^.*?(?=<svg )", re.S)
 _METADATA = re.compile(r"<metadata>.*?</metadata>\s*", re.S)
+
+
+_reused = threading.local()  # figures a thread draws again and again (see _histogram_axes)
 
 
 @dataclass(frozen=True)
@@ -64,14 +78,15 @@ class Shown:
     title: str
 
 
-def _svg(fig: Figure, shown: Mapping[str, Shown] | None = None) -> str:
+def _svg(fig: Figure, shown: Mapping[str, Shown] | None = None, *, tight: bool = True) -> str:
+    """``fig`` as inline SVG; ``tight`` crops it to its contents (which takes a second draw)."""
     # Labels are names from the data (subtasks, executions, metrics): a "$" in one is text, not mathtext.
     for text in fig.findobj(matplotlib.text.Text):
         text.set_parse_math(False)
     buffer = io.StringIO()
     plain = {"svg.fonttype": "none", "svg.hashsalt": "evalstack-report", "text.parse_math": False}
     with matplotlib.rc_context(plain):
-        fig.savefig(buffer, format="svg", metadata={"Date": None}, bbox_inches="tight")
+        fig.savefig(buffer, format="svg", metadata={"Date": None}, bbox_inches="tight" if tight else None)
     text = _METADATA.sub("", _SVG_PREAMBLE.sub("", buffer.getvalue(), count=1), count=1)
     for gid, bar in (shown or {}).items():
         text = text.replace(
@@ -172,22 +187,49 @@ def metric_bars(plot_id: str, metrics: Sequence[str], executions: Sequence[str],
     return _svg(fig, shown)
 
 
+def _histogram_axes() -> Axes:
+    """This thread's histogram axes, empty. Made once per thread: a report draws one histogram per
+    metric key (four for ROUGE), and a new figure costs about as much as drawing it."""
+    ax: Axes | None = getattr(_reused, "histogram", None)
+    if ax is None:
+        width, height = _HISTOGRAM_INCHES
+        left, right, bottom, top = _HISTOGRAM_MARGIN_INCHES
+        fig = Figure(figsize=_HISTOGRAM_INCHES)
+        fig.subplots_adjust(left=left / width, right=1 - right / width, bottom=bottom / height, top=1 - top / height)
+        ax = fig.add_subplot()
+        ax.yaxis.set_major_locator(MaxNLocator("auto", steps=[1, 2, 2.5, 5, 10], integer=True))  # whole samples
+        ax.yaxis.set_major_formatter(EngFormatter(sep=""))  # 1.5k, 250k, 1.2M: the label fits the margin
+        ax.set_ylabel("samples")
+        ax.grid(axis="y", alpha=0.3)
+        _reused.histogram = ax
+    for container in list(ax.containers):
+        container.remove()
+    ax.relim()  # forget the removed bars' limits (nothing is left to measure: this costs nothing)
+    return ax
+
+
 def histogram(plot_id: str, metric: str, edges: Sequence[float], counts: Sequence[int]) -> str:
     """Bars over [edges[i], edges[i+1]) with their counts."""
-    # No layout engine: the labels are short and fixed, and savefig's tight bounding box keeps them in
-    # view, while constrained layout lays the figure out again on each of savefig's draws (a fifth less
-    # time per histogram, measured; a report draws one per metric key).
-    fig = Figure(figsize=(5.0, 2.4))
-    fig.subplots_adjust(left=0.02, right=0.98, bottom=0.04, top=0.98)
-    ax = fig.add_subplot()
+    ax = _histogram_axes()
     widths = [edges[i + 1] - edges[i] for i in range(len(counts))]
     drawn = ax.bar(edges[:-1], counts, width=widths, align="edge", color=CANDIDATE_COLOUR, edgecolor="white")
     for i, patch in enumerate(drawn.patches):
         patch.set_gid(f"{plot_id}-bin-{i}")
-    ax.set_xlabel(f"{metric} per sample")
-    ax.set_ylabel("samples")
-    ax.grid(axis="y", alpha=0.3)
-    return _svg(fig)
+    label = f"{metric} per sample"
+    width, _ = _HISTOGRAM_INCHES
+    left, right, _, _ = _HISTOGRAM_MARGIN_INCHES
+    # Centred under the axes; the renderers' layout of a text differs from its path's width by a few percent.
+    room = 0.9 * (2 * min(left, right) + (width - left - right))
+    ax.set_xlabel(label, fontsize=_fitting_size(label, room))
+    return _svg(ax.figure, tight=False)
+
+
+def _fitting_size(text: str, inches: float) -> float:
+    """An axis label's font size: the usual one, or smaller so that ``text`` fits in ``inches`` (a long
+    metric name would otherwise run off a figure that is not cropped to its contents)."""
+    size = FontProperties(size=matplotlib.rcParams["axes.labelsize"]).get_size_in_points()
+    width = text_to_path.get_text_width_height_descent(text, FontProperties(size=size), ismath=False)[0] / 72
+    return size * min(1.0, inches / width) if width else size
 
 
 def history_line(plot_id: str, metric: str, points: Sequence[HistoryPoint]) -> str:

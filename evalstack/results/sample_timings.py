@@ -229,12 +229,23 @@ class TimingDigest:
 
 
 def digest_timings(lines: Iterable[str], listed: int) -> TimingDigest:
+    return _digest_rows((json.loads(line) for line in lines if line.strip()), listed)
+
+
+def shard_timings(records_uri: str, role: str, listed: int) -> TimingDigest | None:
+    """The digest that ``merge_sample_timings`` will write, read from the role's shards (each row's line
+    is its item index + 1), so the Report step knows the slowest lines before it writes samples.jsonl."""
+    shards = [u for u in storage.list_uris(shard_prefix(records_uri, role)) if _SHARD_NAME.search(u)]
+    if not shards:
+        return None
+    rows = ({**row, "line": row["index"] + 1} for uri in shards for row in _shard_rows(uri))
+    return _digest_rows(rows, listed)
+
+
+def _digest_rows(rows: Iterable[dict[str, Any]], listed: int) -> TimingDigest:
     digest = TimingDigest()
     heap: list[tuple[float, int, SlowSample]] = []
-    for line in lines:
-        if not line.strip():
-            continue
-        row = json.loads(line)
+    for row in rows:
         digest.answered += 1
         if row["requests"] and row["cached"] == row["requests"]:
             digest.cached_only += 1

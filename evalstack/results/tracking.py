@@ -59,13 +59,18 @@ def local_tracking_root() -> Path:
     return storage.evalstack_home() / "mlflow"
 
 
+def check_mlflow_plugin(resource_arn: str | None) -> None:
+    """A SageMaker MLflow ARN needs the sagemaker-mlflow plugin where the Report step runs."""
+    if resource_arn and importlib.util.find_spec("sagemaker_mlflow") is None:
+        raise ValueError(
+            "mlflow_resource_arn: logging to SageMaker managed MLflow needs the sagemaker-mlflow plugin "
+            "(pip install 'evalstack[sagemaker-mlflow]')"
+        )
+
+
 def tracking_uri(spec: EvaluationSpec) -> str:
     if spec.mlflow.resource_arn:
-        if importlib.util.find_spec("sagemaker_mlflow") is None:
-            raise ValueError(
-                "mlflow_resource_arn: logging to SageMaker managed MLflow needs the sagemaker-mlflow plugin "
-                "(pip install 'evalstack[sagemaker-mlflow]')"
-            )
+        check_mlflow_plugin(spec.mlflow.resource_arn)
         return spec.mlflow.resource_arn
     if os.environ.get("MLFLOW_TRACKING_URI"):
         return os.environ["MLFLOW_TRACKING_URI"]

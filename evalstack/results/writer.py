@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import math
+from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
 from importlib import metadata
 from pathlib import Path
@@ -108,14 +109,24 @@ def _json_line(record: dict[str, Any]) -> bytes:
 
 
 class SamplesFile:
-    """samples.jsonl written record by record to a local file (uploaded by the caller once complete).
+    """samples.jsonl written a block of records at a time to a local file (uploaded by the caller once
+    complete).
 
-    ``streamed``: lines are ``streamed_line``'s (a streamed task's), else ``jsonl_line``'s."""
+    ``streamed``: lines are ``streamed_line``'s (a streamed task's), else ``jsonl_line``'s. ``observe``
+    is called with each block of records as it is written and the line number (from 1) of its first, e.g.
+    to digest the samples for the report page without reading the file again."""
 
-    def __init__(self, path: Path, *, streamed: bool = False) -> None:
+    def __init__(
+        self,
+        path: Path,
+        *,
+        streamed: bool = False,
+        observe: Callable[[int, list[dict[str, Any]]], None] | None = None,
+    ) -> None:
         self.path = path
         self.count = 0
         self._encode = streamed_line if streamed else _jsonl_bytes
+        self._observe = observe
         self._handle: IO[bytes] | None = None
 
     def __enter__(self) -> SamplesFile:
@@ -123,12 +134,18 @@ class SamplesFile:
         self._handle = self.path.open("wb")
         return self
 
-    def write(self, record: dict[str, Any], line: bytes | None = None) -> None:
-        """Write ``record``; ``line``, when given, is its line already encoded (a shard's line the record
-        was parsed from and left unchanged), written as it is."""
+    def write_block(self, records: list[dict[str, Any]], lines: list[bytes | None]) -> None:
+        """Write ``records`` with one call; a line that is not None is the record's line already encoded (a
+        shard's line the record was parsed from and left unchanged), written as it is."""
         assert self._handle is not None, "SamplesFile is written inside its with block"
-        self._handle.write(self._encode(record) if line is None else line)
-        self.count += 1
+        if None in lines:
+            encode = self._encode
+            lines = [encode(record) if line is None else line for record, line in zip(records, lines, strict=True)]
+        self._handle.writelines(lines)  # type: ignore[arg-type]
+        first = self.count + 1
+        self.count += len(records)
+        if self._observe is not None and records:
+            self._observe(first, records)
 
     def __exit__(self, *exc: object) -> None:
         assert self._handle is not None

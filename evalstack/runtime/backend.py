@@ -182,12 +182,23 @@ def _deployed(backend: Backend) -> bool:
         return False  # no credentials or no access: nothing deployed that this caller can use
 
 
-def resolve_backend(session: Any = None, region: str | None = None) -> Backend:
-    """The backend for these arguments (see the module docstring); cached, so clients are reused."""
+def _choice() -> str:
     choice = os.environ.get(BACKEND_ENV, "").strip().lower()
     if choice not in ("", "local", "sagemaker"):
         raise ValueError(f"{BACKEND_ENV}: must be 'local' or 'sagemaker', got {choice!r}")
-    if choice == "local" or (not choice and session is None and region is None):
+    return choice
+
+
+def picks_local(session: Any = None, region: str | None = None) -> bool:
+    """Whether :func:`resolve_backend` picks the local backend for these arguments without asking AWS."""
+    choice = _choice()
+    return choice == "local" or (not choice and session is None and region is None)
+
+
+def resolve_backend(session: Any = None, region: str | None = None) -> Backend:
+    """The backend for these arguments (see the module docstring); cached, so clients are reused."""
+    choice = _choice()
+    if picks_local(session, region):
         key: tuple[Any, ...] = ("local", str(storage.evalstack_home()), os.environ.get(STAGE_ENV))
         make = _local
     else:

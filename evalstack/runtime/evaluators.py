@@ -239,8 +239,9 @@ class _Evaluator:
 
         spec = self._resolve_when_called(spec)
         # A missing deployment is named before any model is asked (pipeline_name raises).
-        resolve_backend(self.sagemaker_session, self.region).pipeline_name(spec.eval_type)
-        preflight(spec, region=self.region, aws=self._aws_lookup)
+        backend = resolve_backend(self.sagemaker_session, self.region)
+        backend.pipeline_name(spec.eval_type)
+        preflight(spec, region=self.region, aws=self._aws_lookup, local=backend.is_local)
         return start_evaluation(
             spec,
             s3_output_path=self.s3_output_path,

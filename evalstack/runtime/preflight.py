@@ -1,7 +1,8 @@
 """Checks that run before an evaluation starts, so every mistake that needs no model answer fails in
 ``evaluate()`` (or the constructor) and nothing is written or requested.
 
-Checked here, in order: the MLflow tracking server ARN's form; an AWS region for every Bedrock or
+Checked here, in order: the MLflow tracking server ARN's form (and, on the local backend, that the
+sagemaker-mlflow plugin it needs is installed); an AWS region for every Bedrock or
 SageMaker model; that ``hf:`` model directories exist; the dataset's fields (responses for a label-only
 model, references for metrics that need them, numeric labels where a ``threshold`` binarises them),
 each error naming the file, the line and near-miss field names to map with ``columns=``; and last,
@@ -24,6 +25,7 @@ from evalstack.catalog.metrics import BuiltInMetric
 from evalstack.engine.tasks import build_task, model_reference
 from evalstack.models.model_package import MODEL_REFERENCE_KEY, validated_metadata
 from evalstack.models.reference import ModelReference, parse_model_reference, require_api_key_env
+from evalstack.results.tracking import check_mlflow_plugin
 from evalstack.runtime.model_resolution import AwsLookup, LookupFailed, call_or_none
 from evalstack.spec import EvaluationSpec
 from evalstack.task import Item, StreamingTask
@@ -218,11 +220,15 @@ def preflight(
     region: str | None = None,
     reach: bool = True,
     aws: Callable[[], AwsLookup] | None = None,
+    local: bool = False,
 ) -> None:
     """Every check above, for ``spec``; ValueError on the first failure. ``reach=False`` skips the
     requests. ``aws`` gives the caller's AWS session, asked for its region only when a model needs one
-    and nothing else names it, and used to describe model packages."""
+    and nothing else names it, and used to describe model packages. ``local``: the steps run on this
+    machine, so what the Report step imports must be installed here (the image has it otherwise)."""
     check_mlflow_arn(spec.mlflow.resource_arn)
+    if local:
+        check_mlflow_plugin(spec.mlflow.resource_arn)
     check_models(spec, region, aws)
     tasks = {"candidate": build_task(spec, "candidate")}
     if spec.evaluate_base_model and spec.base_model:

@@ -114,7 +114,7 @@ class _LoopbackServer(ThreadingHTTPServer):
 
 
 class ScriptedOpenAIServer:
-    def __init__(self, script: Script) -> None:
+    def __init__(self, script: Script, port: int = 0) -> None:
         self.script = script
         # One entry per prompt asked: a list prompt counts once per prompt, as the script answers each.
         self.requests: list[tuple[str, dict[str, Any]]] = []
@@ -188,7 +188,7 @@ class ScriptedOpenAIServer:
                 self.end_headers()
                 self.wfile.write(data)
 
-        self.httpd = _LoopbackServer(("127.0.0.1", 0), Handler)
+        self.httpd = _LoopbackServer(("127.0.0.1", port), Handler)  # port 0: any free one
         self.httpd.daemon_threads = True
         self.thread = threading.Thread(target=self.httpd.serve_forever, daemon=True)
 

@@ -1,4 +1,5 @@
-"""``python -m evalstack.pipeline.local [--detach] ARN``: the runner's entry point (see its module).
+"""``python -m evalstack.pipeline.local [--detach] [--warm] (ARN | --standby LOG)``: the runner's entry point
+(see its module).
 
 The client starts the runner as this package's ``__main__`` so that the step processes the runner forks
 through multiprocessing (:mod:`evalstack.pipeline.local.warm`) do not import the runner again as their
@@ -6,6 +7,8 @@ own main module.
 
 ``--detach`` forks away from the client before anything else is imported: the client waits for the
 first process to exit, so it waits for an interpreter to start, not for the runner's imports as well.
+``--warm`` (the client passes it when a step runs our entry point) starts the warm parent next, so its
+imports overlap the runner's own. ``--standby``: see :mod:`evalstack.pipeline.local.standby`.
 """
 
 import os
@@ -17,6 +20,11 @@ if __name__ == "__main__":
         if os.fork():
             os._exit(0)  # the client reaps this parent; the child is adopted by init
         os.setsid()
+        argv = argv[1:]
+    if argv[:1] == ["--warm"]:
+        from evalstack.pipeline.local import warm
+
+        warm.start_server()
         argv = argv[1:]
 
     from evalstack.pipeline.local.runner import main

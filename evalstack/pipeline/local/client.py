@@ -26,7 +26,6 @@ import secrets
 import signal
 import string
 import subprocess
-import sys
 import time
 import uuid
 from datetime import UTC, datetime
@@ -42,15 +41,13 @@ from botocore.validate import ParamValidator
 
 from evalstack import storage
 from evalstack.pipeline.definition import iter_steps
-from evalstack.pipeline.local import service_model
-from evalstack.pipeline.local.runner import Runner, kill_process_groups
+from evalstack.pipeline.local import service_model, standby
+from evalstack.pipeline.local.runner import Runner, kill_process_groups, runs_warm
 from evalstack.pipeline.local.store import ACTIVE_STATUSES, Store
 
 MAX_CONCURRENT_EXECUTIONS = 10  # SageMaker's per-account default, applied per EVALSTACK_HOME
 HEARTBEAT_TIMEOUT_ENV = "EVALSTACK_HEARTBEAT_TIMEOUT"
 HEARTBEAT_TIMEOUT_SECONDS = 30.0
-# Paths handed to the runner, which starts step processes in scratch folders: relative ones would move.
-PATH_ENV_VARS = ("EVALSTACK_HOME", "EVALSTACK_CACHE")
 STARTUP_GRACE_SECONDS = 60.0
 DEFAULT_PAGE_SIZE = 50
 
@@ -291,27 +288,24 @@ class LocalSageMakerClient:
             raise ValueError(f"PipelineParameters: no value and no default for {missing}")
         return values
 
-    def _spawn_runner(self, arn: str) -> None:
+    def _spawn_runner(self, arn: str, definition: dict[str, Any]) -> None:
+        log = self.store.execution_dir(arn) / "runner.log"
+        if standby.hand_over(self._home_path, arn, log):
+            return
         try:
-            self._launch_runner(arn)
+            self._launch_runner(arn, log, warm_steps=runs_warm(iter_steps(definition["Steps"])))
         except (OSError, subprocess.CalledProcessError) as err:
             self.store.finish_execution(arn, "Failed", f"could not start the local pipeline runner: {err}")
             raise
 
-    def _launch_runner(self, arn: str) -> None:
-        env = dict(os.environ)
-        for name in PATH_ENV_VARS:
-            if env.get(name):
-                env[name] = str(storage.absolute_path(env[name]))
-        env["EVALSTACK_HOME"] = str(self._home_path)
-        log_dir = self.store.execution_dir(arn)
-        log_dir.mkdir(parents=True, exist_ok=True)
-        with open(log_dir / "runner.log", "ab") as log:
+    def _launch_runner(self, arn: str, log: Path, *, warm_steps: bool) -> None:
+        log.parent.mkdir(parents=True, exist_ok=True)
+        with open(log, "ab") as out:
             subprocess.run(
-                [sys.executable, "-m", "evalstack.pipeline.local", "--detach", arn],
-                env=env,
+                standby.runner_command(*(["--warm"] if warm_steps else []), arn),
+                env=standby.runner_environment(self._home_path),
                 stdin=subprocess.DEVNULL,
-                stdout=log,
+                stdout=out,
                 stderr=subprocess.STDOUT,
                 check=True,
             )
@@ -336,8 +330,9 @@ class LocalSageMakerClient:
         name = params["PipelineName"]
         pipeline = self._pipeline(name, operation)
         token = params["ClientRequestToken"]
+        definition = json.loads(pipeline["definition"])
         try:
-            values = self._parameters(json.loads(pipeline["definition"]), params.get("PipelineParameters", []))
+            values = self._parameters(definition, params.get("PipelineParameters", []))
         except ValueError as err:
             raise self._error("ValidationException", str(err), operation) from err
         self.reap_dead_runners()
@@ -379,7 +374,7 @@ class LocalSageMakerClient:
         existing = self.store.transaction(insert, write=True)
         if existing is not None:
             return self._ok({"PipelineExecutionArn": existing})
-        self._spawn_runner(arn)
+        self._spawn_runner(arn, definition)
         return self._ok({"PipelineExecutionArn": arn})
 
     def describe_pipeline_execution(self, **kwargs: Any) -> dict[str, Any]:
@@ -533,7 +528,7 @@ class LocalSageMakerClient:
 
         self.store.transaction(reset, write=True)
         self.store.clear_outcome(arn)  # the last run's verdict; this run writes its own
-        self._spawn_runner(arn)
+        self._spawn_runner(arn, json.loads(self.store.execution(arn)["definition"]))
         return self._ok({"PipelineExecutionArn": arn})
 
     # Dead runners -------------------------------------------------------------------------------

@@ -35,6 +35,7 @@ import subprocess
 import sys
 import threading
 import time
+from collections.abc import Iterable
 from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
 from pathlib import Path
 from typing import Any
@@ -131,12 +132,8 @@ class Runner:
         self.store.beat(self.arn)  # alive before the first database write, which a lock may delay
         beat = threading.Thread(target=self._heartbeat, daemon=True)
         beat.start()
-        if any(
-            warm.is_entry(container_command(step["Arguments"]["AppSpecification"]))
-            for step in self.steps.values()
-            if step["Type"] == "Processing"
-        ):
-            warm.start_server()
+        if runs_warm(self.steps.values()):
+            warm.start_server()  # unless the runner's entry point has started it already
         try:
             self.store.update_execution(self.arn, runner_pid=os.getpid(), heartbeat=time.time())
             self._walk()
@@ -451,6 +448,15 @@ def container_command(app: dict[str, Any]) -> list[str]:
     return command
 
 
+def runs_warm(steps: Iterable[dict[str, Any]]) -> bool:
+    """Whether any of ``steps`` runs our step entry point, forked from the warm parent."""
+    return any(
+        warm.is_entry(container_command(step["Arguments"]["AppSpecification"]))
+        for step in steps
+        if step["Type"] == "Processing"
+    )
+
+
 def opt_ml_path(root: Path, container_path: str) -> Path:
     """Where a container path (``/opt/ml/...``) of one instance lives locally."""
     prefix = "/opt/ml/"
@@ -459,13 +465,37 @@ def opt_ml_path(root: Path, container_path: str) -> Path:
     return root / container_path[len(prefix) :]
 
 
+def _stand_down(log: Path) -> int:
+    """A standby runner that got no execution: stop its warm parent (still importing, maybe) and exit."""
+    log.unlink(missing_ok=True)
+    if os.getpgrp() == os.getpid():  # detached: the group is this runner's warm parent and itself
+        signal.signal(signal.SIGTERM, signal.SIG_IGN)
+        os.killpg(os.getpid(), signal.SIGTERM)
+    return 0
+
+
 def main(argv: list[str] | None = None) -> int:
     """Run one execution in this process (``python -m evalstack.pipeline.local --detach`` forks first)."""
     parser = argparse.ArgumentParser(prog="python -m evalstack.pipeline.local")
-    parser.add_argument("execution_arn")
+    target = parser.add_mutually_exclusive_group(required=True)
+    target.add_argument("execution_arn", nargs="?")
+    target.add_argument(
+        "--standby", metavar="LOG", type=Path,
+        help="read the execution's ARN from standard input; LOG is this runner's output until then "
+        "(see evalstack.pipeline.local.standby)",
+    )  # fmt: skip
     args = parser.parse_args(argv)
+    if args.standby is not None:
+        arn = sys.stdin.readline().strip()
+        if not arn:
+            return _stand_down(args.standby)
+        # From here on as a runner the client started with the ARN: no input (cold steps inherit it).
+        devnull = os.open(os.devnull, os.O_RDONLY)
+        os.dup2(devnull, 0)
+        os.close(devnull)
+    else:
+        arn = args.execution_arn
     store = Store()
-    arn = args.execution_arn
     runner: Runner | None = None
     try:
         runner = Runner(store, arn)

@@ -1,0 +1,1 @@
+"""Stand-in for vLLM in tests (see api_server.py)."""
