@@ -3,6 +3,8 @@ it), and ``evalstack cache info|clear`` shows and removes it."""
 
 from __future__ import annotations
 
+import multiprocessing
+import multiprocessing.synchronize
 import subprocess
 import sys
 from pathlib import Path
@@ -120,3 +122,28 @@ def test_a_run_survives_a_corrupt_cache(model_server, dataset: str, tmp_path: Pa
     assert len(aside) == 1 and aside[0].read_bytes() == GARBAGE
     logs = "".join(p.read_text() for p in storage.evalstack_home().joinpath("executions").rglob("output.log"))
     assert f"response cache {cache} is corrupt" in logs
+
+
+def _open_and_store(path: str, start: multiprocessing.synchronize.Barrier, key: str) -> None:
+    start.wait()
+    cache = ResponseCache(path)
+    cache.put(key, {"answer": key})
+    cache.close()
+
+
+def test_processes_opening_a_new_cache_at_once_all_get_it(tmp_path: Path) -> None:
+    """SQLite answers "database is locked" at once to a process that loses the race to switch a new file to
+    WAL (seen as a failed evaluation step when the candidate's and the base's steps start together)."""
+    context = multiprocessing.get_context("fork")
+    for trial in range(30):
+        path = str(tmp_path / f"{trial}.sqlite")
+        start = context.Barrier(3)
+        workers = [context.Process(target=_open_and_store, args=(path, start, f"k{n}")) for n in range(3)]
+        for worker in workers:
+            worker.start()
+        for worker in workers:
+            worker.join()
+        assert [worker.exitcode for worker in workers] == [0, 0, 0], f"trial {trial}"
+        cache = ResponseCache(path)
+        assert [cache.get(f"k{n}") for n in range(3)] == [{"answer": f"k{n}"} for n in range(3)]
+        cache.close()

@@ -27,6 +27,7 @@ from evalstack import storage
 
 CACHE_ENV = "EVALSTACK_CACHE"
 _SIDE_SUFFIXES = ("-wal", "-shm")
+CONNECT_TIMEOUT = 60.0  # seconds a new connection waits for another process's lock
 
 
 class CorruptCacheWarning(UserWarning):
@@ -46,15 +47,27 @@ def _files(path: Path) -> list[Path]:
 
 
 def _connect(path: str) -> sqlite3.Connection:
-    db = sqlite3.connect(path, check_same_thread=False, isolation_level=None, timeout=60)
-    try:
-        db.execute("PRAGMA journal_mode=WAL")
-        db.execute("PRAGMA synchronous=NORMAL")
-        db.execute("CREATE TABLE IF NOT EXISTS responses (key TEXT PRIMARY KEY, response TEXT NOT NULL)")
-    except BaseException:
-        db.close()
-        raise
-    return db
+    """A connection to the cache at ``path``, in WAL mode, with its table.
+
+    Processes that open a new cache at the same moment (a run's candidate and base evaluation steps) race
+    to switch it to WAL, and SQLite answers the loser "database is locked" at once, without waiting for
+    its busy timeout: so that answer is retried here until the timeout has passed."""
+    deadline = time.monotonic() + CONNECT_TIMEOUT
+    while True:
+        db = sqlite3.connect(path, check_same_thread=False, isolation_level=None, timeout=CONNECT_TIMEOUT)
+        try:
+            db.execute("PRAGMA journal_mode=WAL")
+            db.execute("PRAGMA synchronous=NORMAL")
+            db.execute("CREATE TABLE IF NOT EXISTS responses (key TEXT PRIMARY KEY, response TEXT NOT NULL)")
+            return db
+        except sqlite3.OperationalError as err:
+            db.close()
+            if not storage.is_locked(err) or time.monotonic() >= deadline:
+                raise
+        except BaseException:
+            db.close()
+            raise
+        time.sleep(0.01)
 
 
 def _move_aside(path: Path, inode: int | None) -> Path:
