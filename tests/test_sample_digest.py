@@ -21,11 +21,12 @@ ROWS = 40
 
 
 def _answer(path: str, body: dict) -> Reply:
-    """The candidate answers every third question wrongly, the base every fifth; a few answers wait."""
+    """The candidate answers every third question wrongly, the base every fifth; a few answers wait
+    long enough that no other answer on a loaded machine outlasts them (at most LISTED are listed)."""
     index = int(prompt_of(path, body).split()[-1])
     wrong = index % 5 == 0 if body["model"] == "base" else index % 3 == 0
     text = f"something else {index}" if wrong else f"the answer is {index}"
-    return Reply(chat_body(text), delay=0.05 if index in (4, 9, 31) else 0.0)
+    return Reply(chat_body(text), delay=1.0 if index in (4, 9, 31) else 0.0)
 
 
 def _rows(digest: SampleDigest) -> dict[str, list[tuple]]:
