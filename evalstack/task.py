@@ -19,6 +19,29 @@ MergedBlock = tuple[list[dict[str, Any]], list[bytes | None]]
 
 
 @dataclass(frozen=True)
+class ScoredBlock:
+    """A block of an evaluation step's model-free pass: how many items, their ids each followed by a newline
+    (UTF-8), their records as records-file lines, and their scores a column per key (sorted) when every
+    record's are finite floats under the same keys, else None."""
+
+    count: int
+    ids: bytes
+    lines: bytes
+    scores: dict[str, Sequence[float]] | None
+
+
+@dataclass(frozen=True)
+class ScoreBlock:
+    """The Report step's merged block when the shards' score columns stand in for their records: each
+    record's samples.jsonl line, the scores a column per key, and ``records``, which parses a line only
+    when one is asked for (e.g. a sample the report page lists)."""
+
+    records: Sequence[dict[str, Any]]
+    lines: list[bytes]
+    scores: dict[str, Sequence[float]]
+
+
+@dataclass(frozen=True)
 class Item:
     """One unit of evaluation. ``id`` is stable across runs and unique within the task."""
 
@@ -101,10 +124,22 @@ class StreamingTask(Protocol):
         if known."""
         ...
 
-    def scored_blocks(self, shard_index: int, shard_count: int) -> Iterator[tuple[list[str], bytes]]:
+    def scored_blocks(self, shard_index: int, shard_count: int) -> Iterator[ScoredBlock]:
         """One pass scoring without a model the items ``i`` with ``i % shard_count == shard_index``, in
-        blocks: each block's item ids and its records already encoded as records-file lines; raises
-        ``ModelNeeded`` as ``run`` does."""
+        blocks (``ScoredBlock``); raises ``ModelNeeded`` as ``run`` does."""
+        ...
+
+    @property
+    def folds_scores(self) -> bool:
+        """Whether the metrics are folded from the records' scores alone (no texts, no custom scorer):
+        the Report step may then call ``aggregate_scores`` with the shards' score columns."""
+        ...
+
+    def aggregate_scores(
+        self, blocks: Iterable[ScoreBlock], emit: Callable[[Sequence[dict[str, Any]], list[bytes], Any], None]
+    ) -> Aggregate:
+        """``aggregate_stream`` given score columns: the same aggregate, and the same blocks to ``emit``
+        (records, lines and score columns)."""
         ...
 
     def aggregate_stream(

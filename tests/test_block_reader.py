@@ -19,7 +19,7 @@ from evalstack.data.records import RecordBuilder
 from evalstack.data.text_rows import HashedLines, JsonlRows
 from evalstack.engine import scorer_task
 from evalstack.engine.run import manifest_uri, run_shard, shard_uri
-from evalstack.engine.scorer_task import _Columns
+from evalstack.engine.scorer_task import _Columns, _score_columns
 from evalstack.results.writer import streamed_line
 from evalstack.spec import ColumnMapping, DatasetSpec, EvaluationSpec
 from evalstack.task import ModelNeeded
@@ -171,11 +171,13 @@ def test_a_plain_block_takes_the_column_paths(tmp_path: Path) -> None:
     assert block is not None and block.metadata is not None and block.metadata[4] == {"topic": 4, "w": 0.5, "tag": "t"}
     assert builder._plain_block(lines[:30], parsed[:30]).metadata is None  # type: ignore[union-attr]
     columns = _Columns(block.lines, block.prompts, block.responses, [False] * 5, block.references, block.metadata)
-    assert columns._plain([[{"accuracy": 1.0}] * 5]) is not None
+    assert _score_columns([[{"accuracy": 1.0}] * 5], 5) == {"accuracy": [1.0] * 5}
+    assert columns.encoded([[{"accuracy": 1.0}] * 5], {"accuracy": [1.0] * 5}).count(b'"accuracy":1.0') == 5
 
 
 def _encoded_both_ways(columns: _Columns, samples: list[list[dict[str, float]]]) -> tuple[bytes, bytes]:
-    return columns.encoded(samples), b"".join(map(streamed_line, columns.records(samples)))
+    scores = _score_columns(samples, len(columns.lines))
+    return columns.encoded(samples, scores), b"".join(map(streamed_line, columns.records(samples)))
 
 
 TRICKY = ['a"b', 'x","y', "back\\", "", "%s %d %%", "naïve ☕ 𝄞", "tab\tnew\nline\u0001", "\\u0041", '"', ","]
@@ -218,7 +220,8 @@ def test_encoded_chunk_equals_streamed_lines(samples: list, metadata: list) -> N
 def test_a_non_finite_score_is_rejected_as_streamed_line_rejects_it() -> None:
     columns = _Columns([1, 2], ["p", "q"], ["r", "s"], [False, False], ["r", "t"], [{}, {}])
     with pytest.raises(ValueError, match=r"record 'line-2': score 'accuracy' is nan, not a finite number"):
-        columns.encoded([[{"accuracy": 1.0}, {"accuracy": math.nan}]])
+        samples = [[{"accuracy": 1.0}, {"accuracy": math.nan}]]
+        columns.encoded(samples, _score_columns(samples, 2))
 
 
 def _spec(path: Path, metrics: list[str]) -> EvaluationSpec:
@@ -235,7 +238,7 @@ def _slow(monkeypatch: pytest.MonkeyPatch) -> None:
     """Every block row by row and every record encoded by streamed_line: the path before blocks."""
     monkeypatch.setattr(JsonlRows, "_plain", lambda self, number, raw: None)
     monkeypatch.setattr(RecordBuilder, "_plain_block", lambda self, lines, rows: None)
-    monkeypatch.setattr(scorer_task._Columns, "_plain", lambda self, samples: None)
+    monkeypatch.setattr(scorer_task, "_score_columns", lambda samples, n: None)
 
 
 @pytest.mark.parametrize("shards", [1, 3])

@@ -25,9 +25,12 @@ from evalstack.engine.run import (
     manifest_uri,
     report,
     run_shard,
+    score_columns_uri,
     shard_uri,
     verified_records,
+    verified_scores,
 )
+from evalstack.engine.score_columns import ScoreColumnsWriter
 from evalstack.engine.scorer_task import ScorerTask
 from evalstack.metrics import PresetScorer, compute_preset, custom, dump_scorer, run_custom_scorer
 from evalstack.results import compare
@@ -275,9 +278,7 @@ def test_merge_names_the_shard_whose_records_do_not_match(tmp_path: Path) -> Non
             list(verified_records(str(tmp_path), "candidate")[1])
 
 
-def test_merge_yields_blocks_in_item_order_over_partial_rounds(
-    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
-) -> None:
+def test_merge_yields_blocks_in_item_order_over_partial_rounds(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setattr(run_module, "MERGE_BLOCK", 6)  # blocks of 6 items over 3 shards: 11 items end mid-round
     ids = [[f"line-{i}" for i in range(index, 11, 3)] for index in range(3)]
     for index in range(3):
@@ -319,8 +320,16 @@ def test_report_step_names_the_shard_that_does_not_match_its_manifest(tmp_path: 
     # A record swapped for another item: counts still agree, only the ids differ.
     lines = kept.splitlines(keepends=True)
     second.write_text(lines[0].replace('"line-2"', '"line-1"') + "".join(lines[1:]))
-    with pytest.raises(RuntimeError, match=r"shard-00001-of-00002\.jsonl: record ids are not those of the items"):
+    written_with = r"shard-00001-of-00002\.jsonl: not the records file its score columns \(\S+/scores/candidate/"
+    with pytest.raises(RuntimeError, match=written_with + r"shard-00001-of-00002\.bin\) were written with"):
         report(spec, str(tmp_path / "a"), records_uri=str(records))
+    columns = {path: path.read_bytes() for path in (records / "scores" / "candidate").iterdir()}
+    for path in columns:  # without score columns, the records are parsed and their ids checked
+        path.unlink()
+    with pytest.raises(RuntimeError, match=r"shard-00001-of-00002\.jsonl: record ids are not those of the items"):
+        report(spec, str(tmp_path / "e"), records_uri=str(records))
+    for path, data in columns.items():
+        path.write_bytes(data)
     second.write_text("".join(lines[:-1]))
     with pytest.raises(RuntimeError, match=r"shard-00001-of-00002\.jsonl: no record where item 11 belongs"):
         report(spec, str(tmp_path / "b"), records_uri=str(records))
@@ -333,7 +342,7 @@ def test_report_step_names_the_shard_that_does_not_match_its_manifest(tmp_path: 
     Path(manifest_uri(str(records), "candidate", 0, 2)).unlink()
     with pytest.raises(RuntimeError, match=r"manifests/candidate/shard-00000-of-00002\.json: missing"):
         report(spec, str(tmp_path / "d"), records_uri=str(records))
-    assert not any((tmp_path / name).exists() for name in "abcd")
+    assert not any((tmp_path / name).exists() for name in "abcde")
 
 
 # A record as the evaluation step writes it (``streamed_line``), as a template: 200,000 of them are
@@ -344,9 +353,9 @@ RECORD = (
 )
 
 
-def _shards(folder: Path, rows: int, count: int) -> tuple[list[str], list[str]]:
-    """Shard files as the evaluation step writes them, generated directly (no model, no dataset pass);
-    returns the references and responses written."""
+def _shards(folder: Path, rows: int, count: int, columns: bool = False) -> tuple[list[str], list[str]]:
+    """Shard files as the evaluation step writes them, generated directly (no model, no dataset pass), with
+    their score columns files if ``columns``; returns the references and responses written."""
     rng = random.Random(rows)
     truth = [rng.choice(LABELS) for _ in range(rows)]
     predicted = [rng.choice(LABELS) for _ in range(rows)]
@@ -359,19 +368,38 @@ def _shards(folder: Path, rows: int, count: int) -> tuple[list[str], list[str]]:
         )
         path.write_text("".join(lines))
         _manifest(folder, index, count, [f"line-{i + 1}" for i in range(index, rows, count)], rows)
+        if columns:
+            scratch = folder / f"scratch-{index}"
+            scratch.mkdir()
+            writer = ScoreColumnsWriter(scratch)
+            scores = [float(truth[i] == predicted[i]) for i in range(index, rows, count)]
+            for block in _chunks(scores, 4096):  # the evaluation step writes a block at a time too
+                writer.add(len(block), {"accuracy": block})
+            written = writer.finish(hashlib.sha256(path.read_bytes()).hexdigest())
+            target = Path(score_columns_uri(str(folder), "candidate", index, count))
+            target.parent.mkdir(parents=True, exist_ok=True)
+            written.rename(target)  # type: ignore[union-attr]
     return truth, predicted
 
 
-def _merge_peak(tmp_path: Path, rows: int) -> tuple[int, dict, tuple[list[str], list[str]]]:
+def _merge_peak(
+    tmp_path: Path, rows: int, columns: bool = False, shards: int = 3
+) -> tuple[int, dict, tuple[list[str], list[str]]]:
+    """The Report step's merge and aggregation of ``rows`` records in ``shards`` shards, from their records
+    or (with ``columns``) their score columns: the peak of memory traced, the metrics and the labels."""
     folder = tmp_path / f"rows-{rows}"
-    labels = _shards(folder, rows, 3)
-    task = ScorerTask(
-        _spec(_write(tmp_path / "small.jsonl", _label_rows(10)), ["accuracy", "f1"], average="macro"), "candidate"
-    )
+    labels = _shards(folder, rows, shards, columns)
+    metrics = ["accuracy"] if columns else ["accuracy", "f1"]  # F1 reads texts: never from columns
+    task = ScorerTask(_spec(_write(tmp_path / "small.jsonl", _label_rows(10)), metrics, average="macro"), "candidate")
     tracemalloc.start()
     try:
         with SamplesFile(folder / "samples.jsonl", streamed=True) as samples:
-            agg = task.aggregate_stream(verified_records(str(folder), "candidate")[1], samples.write_block)
+            if columns:
+                scored = verified_scores(str(folder), "candidate")
+                assert scored is not None and task.folds_scores
+                agg = task.aggregate_scores(scored[1], samples.write_block)
+            else:
+                agg = task.aggregate_stream(verified_records(str(folder), "candidate")[1], samples.write_block)
         _, peak = tracemalloc.get_traced_memory()
     finally:
         tracemalloc.stop()
@@ -379,14 +407,23 @@ def _merge_peak(tmp_path: Path, rows: int) -> tuple[int, dict, tuple[list[str], 
     return peak, agg.metrics, labels
 
 
-def test_report_merge_memory_does_not_grow_with_rows(tmp_path: Path) -> None:
-    small_peak, _, _ = _merge_peak(tmp_path, 2 * scorer_task.AGGREGATE_CHUNK)  # two full chunks
-    large_peak, metrics, (truth, predicted) = _merge_peak(tmp_path, 200_000)
+@pytest.mark.parametrize(
+    ("columns", "shards"), [(False, 3), (True, 3), (True, 1)], ids=["records", "score columns", "one shard copied"]
+)
+def test_report_merge_memory_does_not_grow_with_rows(tmp_path: Path, columns: bool, shards: int) -> None:
+    # Two full blocks of the merges of lines; a copied file's reads are blocks of bytes (a record is about
+    # 230), one held while the next is read, so a few of those.
+    small = 2 * max(scorer_task.AGGREGATE_CHUNK, run_module.SCORE_MERGE_BLOCK)
+    if shards == 1:
+        small = 4 * run_module.COPY_BLOCK_BYTES // 230
+    small_peak, _, _ = _merge_peak(tmp_path, small, columns, shards)
+    large_peak, metrics, (truth, predicted) = _merge_peak(tmp_path, 200_000, columns, shards)
     # Ten times the rows, the same peak: one aggregation chunk and one line per shard, never the data.
     assert large_peak < small_peak * 1.25 + 256 * 1024, (small_peak, large_peak)
     assert large_peak < 10 * 1024**2  # 200,000 records are ~40 MB of JSON, ~300 MB as dicts
     assert metrics["accuracy"] == skm.accuracy_score(truth, predicted)
-    assert metrics["f1"] == skm.f1_score(truth, predicted, average="macro")
+    if not columns:
+        assert metrics["f1"] == skm.f1_score(truth, predicted, average="macro")
     samples = (tmp_path / "rows-200000" / "samples.jsonl").read_text().splitlines(keepends=True)
     assert [json.loads(line)["id"] for line in samples[:4]] == ["line-1", "line-2", "line-3", "line-4"]
     # The template is the evaluation step's encoding, so the merge copied these lines as they are.

@@ -75,13 +75,13 @@ class HashedLines:
             yield number, text
             number += 1
 
-    def blocks(self) -> Iterator[tuple[int, bytes]]:
-        """The rest of the file in blocks of about ``BLOCK_BYTES`` that end after a newline (or at the end
-        of the file), each with the number of its first line; hashed and counted as they are read. A block
-        ends after at most ``MAX_LINE_BYTES + 1`` bytes of its last line, so a longer line is cut where
-        ``decoded`` reports it."""
+    def blocks(self, size: int | None = None) -> Iterator[tuple[int, bytes]]:
+        """The rest of the file in blocks of about ``size`` bytes (default ``BLOCK_BYTES``) that end after a
+        newline (or at the end of the file), each with the number of its first line; hashed and counted as
+        they are read. A block ends after at most ``MAX_LINE_BYTES + 1`` bytes of its last line, so a longer
+        line is cut where ``decoded`` reports it."""
         number = 1
-        while block := self._handle.read(BLOCK_BYTES):
+        while block := self._handle.read(size or BLOCK_BYTES):
             if not block.endswith(b"\n"):
                 block += self._handle.readline(MAX_LINE_BYTES + 1)
             self.consumed += len(block)

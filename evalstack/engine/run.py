@@ -12,7 +12,7 @@ import hashlib
 import json
 import re
 import tempfile
-from collections.abc import Callable, Iterable, Iterator, Sequence
+from collections.abc import Callable, Generator, Iterable, Iterator, Sequence
 from dataclasses import asdict, dataclass, fields
 from itertools import chain, islice
 from operator import itemgetter
@@ -21,6 +21,8 @@ from typing import IO, Any
 
 from evalstack import storage
 from evalstack.catalog.hyperparameters import request_concurrency
+from evalstack.data.text_rows import HashedLines
+from evalstack.engine.score_columns import ScoreColumnsReader, ScoreColumnsWriter
 from evalstack.engine.serving import add_serving, record_serving
 from evalstack.engine.tasks import build_task, model_reference, primary_metric
 from evalstack.models import cached_backend
@@ -38,7 +40,7 @@ from evalstack.results.writer import (
     streamed_line,
 )
 from evalstack.spec import EvaluationSpec
-from evalstack.task import Aggregate, EvalTask, Item, MergedBlock, ModelNeeded, StreamingTask
+from evalstack.task import Aggregate, EvalTask, Item, MergedBlock, ModelNeeded, ScoreBlock, StreamingTask
 
 try:  # optional: without it shard records are read with json
     from orjson import loads as _fast_loads
@@ -50,6 +52,8 @@ SCORING_CHUNK = 4096
 # Items between progress writes of a pass that scores without a model (blocks of a few thousand items).
 PROGRESS_ITEMS = 65536
 MERGE_BLOCK = 1024  # items the Report step's merge reads and parses at once, over all shards
+SCORE_MERGE_BLOCK = 8192  # items it reads at once when it copies their lines (``verified_scores``)
+COPY_BLOCK_BYTES = 2 * 1024**2  # bytes it copies at once from a single shard (``_copied``)
 _ID = itemgetter("id")
 GC_YOUNG_OBJECTS = 50_000  # see _young_collections
 PROGRESS_NAME = re.compile(r"/shard-\d{5}-of-\d{5}\.json$")
@@ -93,10 +97,13 @@ def run_shard(
     with tempfile.TemporaryDirectory(prefix="evalstack-shard-") as folder:
         path = Path(folder, "records.jsonl")
         ids = hashlib.sha256()  # of the items this shard was given: the Report step checks records against it
-        count = _one_pass(task, shard, path, ids) if isinstance(task, StreamingTask) and task.answers_in_data else None
-        if count is None:
+        passed = _one_pass(task, shard, path, ids) if isinstance(task, StreamingTask) and task.answers_in_data else None
+        scores = None
+        if passed is None:
             ids = hashlib.sha256()
             count = _with_model(task, shard, path, ids, timer)
+        else:
+            count, scores = passed
         # Both before the records, whose presence marks a finished shard.
         timer.write(output_uri, role, spec.kms_key_id)
         uri = shard_uri(output_uri, role, shard_index, shard_count)
@@ -104,6 +111,9 @@ def run_shard(
             manifest = ShardManifest(items=count, dataset_sha256=task.dataset_sha256(), ids_sha256=ids.hexdigest())
             manifest_file = manifest_uri(output_uri, role, shard_index, shard_count)
             storage.write_text(manifest_file, json.dumps(asdict(manifest)), kms_key_id=spec.kms_key_id)
+        if scores is not None:
+            columns_uri = score_columns_uri(output_uri, role, shard_index, shard_count)
+            storage.upload_file(scores, columns_uri, kms_key_id=spec.kms_key_id)
         storage.upload_file(path, uri, kms_key_id=spec.kms_key_id)
     return uri
 
@@ -129,20 +139,26 @@ class _Shard:
         )
 
 
-def _one_pass(task: StreamingTask, shard: _Shard, path: Path, ids: Any) -> int | None:
-    """Score every item of the shard without a model while reading the dataset once; the item count,
-    or None as soon as an item needs a model (``path`` then holds a partial file to be rewritten).
+def _one_pass(task: StreamingTask, shard: _Shard, path: Path, ids: Any) -> tuple[int, Path | None] | None:
+    """Score every item of the shard without a model while reading the dataset once; the item count and
+    the shard's score columns file (None when the scores are not columns, see ``score_columns``), or None
+    as soon as an item needs a model (``path`` then holds a partial file to be rewritten).
 
     The dataset comes in blocks, scored and encoded a column at a time (``StreamingTask.scored_blocks``)."""
     done = reported = 0
     blocks = task.scored_blocks(shard.index, shard.count)
-    with contextlib.closing(blocks), path.open("wb") as out:  # closing: the dataset, if abandoned
+    written = hashlib.sha256()  # of the records file: its score columns name it
+    columns = ScoreColumnsWriter(path.parent)
+    # closing: the dataset, if abandoned
+    with contextlib.closing(blocks), contextlib.closing(columns), path.open("wb") as out:
         try:
-            for names, lines in blocks:
-                ids.update(("\n".join(names) + "\n").encode("utf-8") if names else b"")
-                out.write(lines)
-                done += len(names)
-                del names, lines  # before the next block is read, so only one is ever held
+            for block in blocks:
+                ids.update(block.ids)
+                out.write(block.lines)
+                written.update(block.lines)
+                columns.add(block.count, block.scores)
+                done += block.count
+                del block  # before the next block is read, so only one is ever held
                 if done >= reported + PROGRESS_ITEMS:  # a write (and fsync) per block costs more than scoring it
                     reported = done
                     # The count is known only at the end of the pass: until then, estimated from the part read.
@@ -150,9 +166,9 @@ def _one_pass(task: StreamingTask, shard: _Shard, path: Path, ids: Any) -> int |
                     shard.report_progress(done, max(done, round(done / part)) if part else done)
         except ModelNeeded:
             return None
-    count = task.item_count()  # known now: the pass was complete
-    shard.report_progress(done, done)
-    return count
+        count = task.item_count()  # known now: the pass was complete
+        shard.report_progress(done, done)
+        return count, columns.finish(written.hexdigest())
 
 
 def _with_model(task: EvalTask, shard: _Shard, path: Path, ids: Any, timer: ShardTimer) -> int:
@@ -266,6 +282,10 @@ def manifest_uri(output_uri: str, role: str, index: int, count: int) -> str:
     return storage.join(output_uri, "manifests", role, f"shard-{index:05d}-of-{count:05d}.json")
 
 
+def score_columns_uri(output_uri: str, role: str, index: int, count: int) -> str:
+    return storage.join(output_uri, "scores", role, f"shard-{index:05d}-of-{count:05d}.bin")
+
+
 def _read_manifest(uri: str) -> ShardManifest:
     try:
         raw = json.loads(storage.read_text(uri))
@@ -290,6 +310,24 @@ def verified_records(output_uri: str, role: str) -> tuple[ShardManifest, Iterato
 
     Each record comes with its shard line when that line is already the record's samples.jsonl line
     (see ``streamed_line``), else None: a block is the records and those lines (``MergedBlock``)."""
+    uris, manifests = _shard_manifests(output_uri, role)
+    return manifests[0], _verified_merge(uris, manifests, manifests[0].items)
+
+
+def verified_scores(output_uri: str, role: str) -> tuple[ShardManifest, Iterator[ScoreBlock]] | None:
+    """``verified_records`` from the shards' score columns files (see ``score_columns``) and their records'
+    lines, which are copied, not parsed (``ScoreBlock``); None when a shard has no such file. The same
+    checks, but for the record ids: each shard's lines are checked, as they are read, to be the records
+    file its columns were written with."""
+    uris, manifests = _shard_manifests(output_uri, role)
+    columns = [score_columns_uri(output_uri, role, index, len(uris)) for index in range(len(uris))]
+    if not all(map(storage.exists, columns)):
+        return None
+    return manifests[0], _verified_score_merge(uris, columns, manifests[0].items)
+
+
+def _shard_manifests(output_uri: str, role: str) -> tuple[list[str], list[ShardManifest]]:
+    """The role's shard files and their manifests, checked to have read the same data."""
     uris = shard_uris(output_uri, role)
     names = [manifest_uri(output_uri, role, index, len(uris)) for index in range(len(uris))]
     manifests = [_read_manifest(name) for name in names]
@@ -300,46 +338,142 @@ def verified_records(output_uri: str, role: str) -> tuple[ShardManifest, Iterato
                 f"{name}: {manifest.items} items of dataset sha256 {manifest.dataset_sha256}, but "
                 f"{names[0]} has {first.items} of {first.dataset_sha256}; the shards read different data"
             )
-    return first, _verified_merge(uris, manifests, first.items)
+    return uris, manifests
 
 
-def _verified_merge(uris: list[str], manifests: list[ShardManifest], items: int) -> Iterator[MergedBlock]:
-    """Item ``i`` is line ``i // count`` of shard ``i % count``, so a round-robin over the shard files
-    is the merge. It goes a block of MERGE_BLOCK items at a time (that many lines held over all shards)
-    and yields each block whole: per block, each shard's lines are read and parsed in one call each and
-    interleaved by one more, so at millions of records no Python step runs per record."""
+def _shard_reads(uris: list[str], items: int, block_items: int) -> Iterator[list[list[bytes]]]:
+    """The shards' lines a block of about ``block_items`` items at a time, per shard: item ``i`` is line
+    ``i // count`` of shard ``i % count``, so a round-robin over the shard files is the merge (every block
+    is whole rounds, so starts at shard 0). Raises naming the shard file when one has too few or too many
+    lines."""
     count = len(uris)
-    digests = [hashlib.sha256() for _ in uris]
-    block = max(MERGE_BLOCK // count, 1) * count  # whole rounds, so every block starts at shard 0
+    block = max(block_items // count, 1) * count
     with contextlib.ExitStack() as stack:
         shards = [_lines(stack.enter_context(storage.open_binary(uri))) for uri in uris]
         for start in range(0, items, block):
             size = min(block, items - start)
             wanted = [(size - shard + count - 1) // count for shard in range(count)]  # this block's, per shard
             reads = [list(islice(lines, n)) for lines, n in zip(shards, wanted, strict=True)]
-            missing = [start + shard + len(read) * count
-                       for shard, read in enumerate(reads) if len(read) < wanted[shard]]
+            missing = [
+                start + shard + len(read) * count for shard, read in enumerate(reads) if len(read) < wanted[shard]
+            ]
             if missing:
                 position = min(missing)
                 raise RuntimeError(
                     f"{uris[position % count]}: no record where item {position} belongs; "
                     "shard records do not cover the items exactly once"
                 )
-            parsed = list(map(_parsed_block, reads))
-            for digest, (records, _) in zip(digests, parsed, strict=True):
-                if records:
-                    digest.update(_joined_ids(records))
-            if count == 1:
-                yield parsed[0]
-            else:
-                yield _interleaved([r for r, _ in parsed]), _interleaved([c for _, c in parsed])
+            yield reads
         _no_extra_records(uris, shards)
+
+
+def _verified_merge(uris: list[str], manifests: list[ShardManifest], items: int) -> Iterator[MergedBlock]:
+    """The merge of ``_shard_reads``, MERGE_BLOCK items at a time (that many lines held over all shards),
+    each block yielded whole: per block, each shard's lines are parsed in one call each and interleaved
+    by one more, so at millions of records no Python step runs per record."""
+    count = len(uris)
+    digests = [hashlib.sha256() for _ in uris]
+    for reads in _shard_reads(uris, items, MERGE_BLOCK):
+        parsed = list(map(_parsed_block, reads))
+        for digest, (records, _) in zip(digests, parsed, strict=True):
+            if records:
+                digest.update(_joined_ids(records))
+        if count == 1:
+            yield parsed[0]
+        else:
+            yield _interleaved([r for r, _ in parsed]), _interleaved([c for _, c in parsed])
     for uri, digest, manifest in zip(uris, digests, manifests, strict=True):
         if digest.hexdigest() != manifest.ids_sha256:
             raise RuntimeError(
                 f"{uri}: record ids are not those of the items the shard was given; "
                 "shard records do not cover the items exactly once"
             )
+
+
+def _verified_score_merge(uris: list[str], columns: list[str], items: int) -> Iterator[ScoreBlock]:
+    """The merge of ``_shard_reads`` with each shard's score columns beside its lines, SCORE_MERGE_BLOCK
+    items at a time (lines are only copied, so blocks are larger than MERGE_BLOCK's); a single shard's is
+    ``_copied``'s. Each shard's records are checked to be those its columns were written with."""
+    count = len(uris)
+    with contextlib.ExitStack() as stack:
+        readers = [ScoreColumnsReader(stack.enter_context(storage.open_binary(uri)), uri) for uri in columns]
+        for shard, reader in enumerate(readers):
+            if reader.keys != readers[0].keys or reader.items != len(range(shard, items, count)):
+                raise RuntimeError(
+                    f"{reader.uri}: scores {reader.keys} of {reader.items} items, but the shard has "
+                    f"{len(range(shard, items, count))} items scored as {readers[0].keys} ({readers[0].uri})"
+                )
+        if count == 1:  # the file is samples.jsonl as it is: copied in blocks, never cut into lines
+            sha256s = [(yield from _copied(uris[0], items, readers[0]))]
+        else:
+            digests = [hashlib.sha256() for _ in uris]
+            keys = readers[0].keys
+            for reads in _shard_reads(uris, items, SCORE_MERGE_BLOCK):
+                scores = []
+                for digest, reader, read in zip(digests, readers, reads, strict=True):
+                    digest.update(b"".join(read))
+                    scores.append(reader.take(len(read)))
+                lines = _interleaved(reads)
+                merged = {key: _interleaved([shard[key] for shard in scores]) for key in keys}
+                yield ScoreBlock(_LazyRecords(lines, len(lines)), lines, merged)
+            sha256s = [digest.hexdigest() for digest in digests]
+        for reader in readers:
+            reader.check_end()
+    for uri, sha256, reader in zip(uris, sha256s, readers, strict=True):
+        if sha256 != reader.records_sha256:
+            raise RuntimeError(
+                f"{uri}: not the records file its score columns ({reader.uri}) were written with; "
+                "shard records do not cover the items exactly once"
+            )
+
+
+def _copied(uri: str, items: int, reader: ScoreColumnsReader) -> Generator[ScoreBlock, None, str]:
+    """A single shard's merge: its records file in blocks of whole lines (each one piece of bytes, copied to
+    samples.jsonl as it is), with their score columns; returns the file's sha256. Raises as
+    ``_shard_reads`` does when the file has too few or too many lines."""
+    seen = 0
+    with storage.open_binary(uri) as handle:
+        lines = HashedLines(handle, uri)
+        for _, raw in lines.blocks(COPY_BLOCK_BYTES):
+            count = raw.count(b"\n") + (not raw.endswith(b"\n"))
+            if seen + count > items:
+                raise RuntimeError(
+                    f"{uri}: records beyond the task's items; shard records do not cover the items exactly once"
+                )
+            seen += count
+            yield ScoreBlock(_LazyRecords([raw], count), [raw], reader.take(count))
+        if seen < items:
+            raise RuntimeError(
+                f"{uri}: no record where item {seen} belongs; shard records do not cover the items exactly once"
+            )
+        return lines.sha256()
+
+
+class _LazyRecords(Sequence[dict[str, Any]]):
+    """The ``count`` records of a block's lines, given as pieces of whole lines (a piece a line, or one for
+    the block), each record parsed only when asked for."""
+
+    def __init__(self, pieces: list[bytes], count: int) -> None:
+        self._pieces = pieces
+        self._count = count
+        self._lines: list[bytes] | None = pieces if len(pieces) == count else None
+
+    def __len__(self) -> int:
+        return self._count
+
+    def __getitem__(self, at: int) -> dict[str, Any]:  # type: ignore[override]
+        if self._lines is None:
+            # Split at newlines only (bytes.splitlines also splits at a carriage return).
+            self._lines = [line + b"\n" for line in b"".join(self._pieces).split(b"\n")[: self._count]]
+        return _parsed(self._lines[at])[0]
+
+    def __iter__(self) -> Iterator[dict[str, Any]]:
+        return map(self.__getitem__, range(self._count))
+
+    def may_have(self, key: str) -> bool:
+        """False when no record of the block has ``key`` (at any depth), told from the lines' bytes: a
+        key is encoded as ``"key":``, which no string value's encoding holds (its quotes are escaped)."""
+        return json.dumps(key).encode("utf-8") + b":" in b"".join(self._pieces)
 
 
 def _no_extra_records(uris: list[str], shards: list[Iterator[bytes]]) -> None:
@@ -469,16 +603,22 @@ def _finish_role(
     records_uri: str,
     task: EvalTask | None,
     scratch: str,
-    observe: Callable[[int, list[dict[str, Any]]], None],
+    observe: Callable[[int, Sequence[dict[str, Any]], Any], None],
 ) -> _Role:
-    """``observe`` sees each block of records written to samples.jsonl, with the first one's line number."""
+    """``observe`` sees each block of records written to samples.jsonl, with the first one's line number
+    (and the score columns, when the shards have them: ``SamplesFile``)."""
     task = task or build_task(spec, role)
     path = Path(scratch, role, "samples.jsonl")
     records: list[dict[str, Any]] | None = None
     with SamplesFile(path, streamed=isinstance(task, StreamingTask), observe=observe) as samples:
         if isinstance(task, StreamingTask):
-            manifest, merged = verified_records(records_uri, role)
-            agg = task.aggregate_stream(merged, samples.write_block, count=manifest.items)
+            scored = verified_scores(records_uri, role) if task.folds_scores else None
+            if scored is not None:
+                manifest, blocks = scored
+                agg = task.aggregate_scores(blocks, samples.write_block)
+            else:
+                manifest, merged = verified_records(records_uri, role)
+                agg = task.aggregate_stream(merged, samples.write_block, count=manifest.items)
             dataset_sha256 = manifest.dataset_sha256
         else:
             records = _ordered(task, read_records(records_uri, role))

@@ -11,6 +11,7 @@ sees the whole dataset at once, up to ``WHOLE_DATASET_SAMPLES`` (see evalstack.m
 from __future__ import annotations
 
 import math
+from array import array
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass
 from functools import partial
@@ -21,7 +22,7 @@ from evalstack import storage
 from evalstack.catalog import BuiltInMetric
 from evalstack.catalog.hyperparameters import Hyperparameters
 from evalstack.data import DatasetReader, DatasetSummary
-from evalstack.data.block_pool import BlockPool
+from evalstack.data.block_pool import BlockPool, spawned_workers
 from evalstack.data.items import item_id, record_item
 from evalstack.data.records import RecordBlock
 from evalstack.metrics import MetricResult, PresetScorer, load_scorer, run_custom_scorer
@@ -32,7 +33,7 @@ from evalstack.models.base import ModelBackend
 from evalstack.models.prompts import answer_prompts
 from evalstack.results.writer import streamed_line
 from evalstack.spec import EvaluationSpec
-from evalstack.task import Aggregate, Item, MergedBlock, ModelNeeded
+from evalstack.task import Aggregate, Item, MergedBlock, ModelNeeded, ScoreBlock, ScoredBlock
 
 try:  # optional, as for streamed_line: without it every record is encoded by streamed_line
     import orjson
@@ -41,6 +42,8 @@ except ImportError:  # pragma: no cover - depends on the installed extras
 
 # A merged record and its samples.jsonl line when already encoded; what receives each final record.
 Emit = Callable[[list[dict[str, Any]], list[bytes | None]], None]
+# The same given score columns (``ScoreBlock``): records, their lines and the columns.
+ScoreEmit = Callable[[Sequence[dict[str, Any]], list[bytes], dict[str, Sequence[float]]], None]
 # Records per aggregation chunk in the Report step: what it holds at once besides online state.
 AGGREGATE_CHUNK = 4096
 
@@ -68,9 +71,9 @@ class ScorerTask:
         yield from self._reader.blocks()
         self._summary = self._reader.summary
 
-    def scored_blocks(self, shard_index: int, shard_count: int) -> Iterator[tuple[list[str], bytes]]:
+    def scored_blocks(self, shard_index: int, shard_count: int) -> Iterator[ScoredBlock]:
         """One pass over the dataset scoring without a model the items ``i`` with ``i % shard_count ==
-        shard_index``, block by block: their ids and their records' lines (see ``run_block``); a complete
+        shard_index``, block by block (see ``run_block``); a complete
         pass also records the dataset's summary. A whole dataset (one shard) of a large JSON Lines file is
         scored by a pool of processes, one per core (``evalstack.data.block_pool``), with the same bytes."""
         if shard_count == 1:
@@ -79,7 +82,7 @@ class ScorerTask:
         else:
             position = 0
 
-            def shard_part(block: RecordBlock) -> tuple[list[str], bytes]:
+            def shard_part(block: RecordBlock) -> ScoredBlock:
                 nonlocal position
                 part = block.part((shard_index - position) % shard_count, None, shard_count)
                 position += len(block)
@@ -97,8 +100,7 @@ class ScorerTask:
         if self._summary is None:
             self._summary = self._reader.known_summary()
         if self._summary is None:
-            for _ in self.iter_blocks():  # records, not items: nothing is kept
-                pass
+            self._summary = self._reader.scan(spawned_workers(worker_count()))  # keeps nothing
         return self._summary  # type: ignore[return-value]
 
     def item_count(self) -> int:
@@ -147,10 +149,10 @@ class ScorerTask:
         )
         return columns.records(self._sample_scores(responses, references))
 
-    def run_block(self, block: RecordBlock) -> tuple[list[str], bytes]:
-        """``run`` without a model over a block's records: their item ids, and the bytes ``streamed_line``
-        gives for each of ``run``'s records, made a column at a time when the block is plain (see
-        ``_Columns``)."""
+    def run_block(self, block: RecordBlock) -> ScoredBlock:
+        """``run`` without a model over a block's records: their item ids, the bytes ``streamed_line`` gives
+        for each of ``run``'s records (made a column at a time when the block is plain, see ``_Columns``)
+        and their scores a column per key."""
         self._check_references(block.lines, block.references)
         if len(block) and (self.role == "base" or None in block.responses):
             missing = len(block) if self.role == "base" else block.responses.count(None)
@@ -158,7 +160,12 @@ class ScorerTask:
         columns = _Columns(
             block.lines, block.prompts, block.responses, [False] * len(block), block.references, block.metadata
         )
-        return list(map(item_id, block.lines)), columns.encoded(self._sample_scores(block.responses, block.references))
+        samples = self._sample_scores(block.responses, block.references)
+        scores = _score_columns(samples, len(block))
+        ids = ("\n".join(map(item_id, block.lines)) + "\n" if len(block) else "").encode("utf-8")
+        # Columns as float64 arrays: from a block pool's worker they come back as bytes, not float objects.
+        arrays = None if scores is None else {key: array("d", values) for key, values in scores.items()}
+        return ScoredBlock(len(block), ids, columns.encoded(samples, scores), arrays)
 
     def _check_references(self, lines: Sequence[int], references: Sequence[Any]) -> None:
         if None in references:
@@ -186,7 +193,7 @@ class ScorerTask:
         when already encoded (else None), passed on while the record is unchanged. ``count`` is the number
         of records, when the caller knows it."""
         presets = self._presets()
-        agg = Aggregate(metrics={}, details={"signatures": {}, "generated_responses": 0})
+        agg = _new_aggregate()
         scorer = load_scorer(storage.read_bytes(self.spec.custom_scorer_uri)) if self.spec.custom_scorer_uri else None
         batch_size = self.hp["batch_size"]
         held: list[dict[str, Any]] | None = None
@@ -221,8 +228,7 @@ class ScorerTask:
                 continue
             emit(chunk, lines if stream is None else [None] * len(chunk))  # changed scores: encoded again
             del chunk, lines  # before the next one is read, so only one chunk is ever held
-        for preset in presets:
-            self._add(agg, preset.metric, preset.result(), preset.stderr())
+        self._add_presets(agg, presets)
         if held is not None:
             result = run_custom_scorer(
                 scorer,  # type: ignore[arg-type]
@@ -243,6 +249,26 @@ class ScorerTask:
                 agg.details["primary_metric"] = declared
         return agg
 
+    @property
+    def folds_scores(self) -> bool:
+        return not self.spec.custom_scorer_uri and not any(preset.needs_texts for preset in self._presets())
+
+    def aggregate_scores(self, blocks: Iterable[ScoreBlock], emit: ScoreEmit) -> Aggregate:
+        """``aggregate_stream`` given score columns (see ``folds_scores``). Only the evaluation step's
+        model-free pass writes them, so no response was generated."""
+        presets = self._presets()
+        agg = _new_aggregate()
+        for block in blocks:
+            for preset in presets:
+                preset.add_scores(block.scores)
+            emit(block.records, block.lines, block.scores)
+        self._add_presets(agg, presets)
+        return agg
+
+    def _add_presets(self, agg: Aggregate, presets: list[PresetScorer]) -> None:
+        for preset in presets:
+            self._add(agg, preset.metric, preset.result(), preset.stderr())
+
     @staticmethod
     def _add(agg: Aggregate, metric: BuiltInMetric | None, result: MetricResult, stderr: dict[str, float]) -> None:
         clash = set(result.values) & set(agg.metrics)
@@ -256,7 +282,11 @@ class ScorerTask:
             agg.confidence_intervals[key] = [value - Z_95 * se, value + Z_95 * se]
 
 
-def _block_scorer(spec: EvaluationSpec, role: str) -> Callable[[RecordBlock], tuple[list[str], bytes]]:
+def _new_aggregate() -> Aggregate:
+    return Aggregate(metrics={}, details={"signatures": {}, "generated_responses": 0})
+
+
+def _block_scorer(spec: EvaluationSpec, role: str) -> Callable[[RecordBlock], ScoredBlock]:
     """``run_block`` of a task made in a block pool's worker (see ``ScorerTask.scored_blocks``)."""
     task = ScorerTask(spec, role)
     task.in_block_worker = True
@@ -297,38 +327,26 @@ class _Columns:
                 record["scores"].update(scores)
         return records
 
-    def encoded(self, samples: list[list[dict[str, float]]]) -> bytes:
+    def encoded(self, samples: list[list[dict[str, float]]], scores: dict[str, list[float]] | None) -> bytes:
         """``streamed_line`` of every record, in one piece. A plain chunk (text fields all strings, scores
-        all finite floats under the same keys, metadata orjson encodes) fills one line template per record
-        from columns each encoded by one orjson call; any other chunk is encoded record by record."""
-        plain = self._plain(samples) if orjson is not None and self.lines else None
+        all finite floats under the same keys, given as ``scores`` (``_score_columns``), metadata orjson
+        encodes) fills one line template per record from columns each encoded by one orjson call; any
+        other chunk is encoded record by record."""
+        plain = self._plain(scores) if orjson is not None and scores is not None and self.lines else None
         texts = [self._texts(column) for column in (self.prompts, self.references, self.responses)] if plain else []
         metadata = self._metadata() if plain else None
         if plain is None or metadata is None or any(column is None for column in texts):
             return b"".join(map(streamed_line, self.records(samples)))
-        template, scores = plain
+        template, score_texts = plain
         flags = [b"true" if flag else b"false" for flag in self.generated]
-        rows = zip(flags, self.lines, self.lines, metadata, *texts, *scores, strict=True)
+        rows = zip(flags, self.lines, self.lines, metadata, *texts, *score_texts, strict=True)
         return b"".join(map(template.__mod__, rows))
 
-    def _plain(self, samples: list[list[dict[str, float]]]) -> tuple[bytes, list[list[bytes]]] | None:
-        """The line template and the encoded score columns, or None when the chunk is not plain."""
-        n = len(self.lines)
-        merged: dict[str, list[float]] = {}
-        for per_sample in samples:
-            keys = list(per_sample[0]) if len(per_sample) == n and n else []
-            if not keys or set(map(len, per_sample)) != {len(keys)}:
-                return None
-            try:
-                merged.update((key, list(map(itemgetter(key), per_sample))) for key in keys)
-            except KeyError:
-                return None
-        encoded: list[list[bytes]] = []
-        for values in (merged[key] for key in sorted(merged)):
-            if set(map(type, values)) != {float} or not all(map(math.isfinite, values)):
-                return None
-            encoded.append(orjson.dumps(values)[1:-1].split(b","))
-        score_fields = b",".join(orjson.dumps(key).replace(b"%", b"%%") + b":%s" for key in sorted(merged))
+    @staticmethod
+    def _plain(scores: dict[str, list[float]]) -> tuple[bytes, list[list[bytes]]]:
+        """The line template and the encoded score columns."""
+        encoded = [orjson.dumps(values)[1:-1].split(b",") for values in scores.values()]
+        score_fields = b",".join(orjson.dumps(key).replace(b"%", b"%%") + b":%s" for key in scores)
         template = (
             # "line-%d": item_id(line), as in records(); equal bytes are tested (tests/test_block_reader.py)
             b'{"generated":%s,"id":"line-%d","line":%d,"metadata":%s,"prompt":"%s","reference":"%s",'
@@ -357,6 +375,24 @@ class _Columns:
             return None
         pieces = orjson.dumps(values)[2:-2].split(b'","')
         return pieces if len(pieces) == len(values) else None
+
+
+def _score_columns(samples: list[list[dict[str, float]]], n: int) -> dict[str, list[float]] | None:
+    """The records' scores a column per key, sorted (a later preset's win, as in ``_Columns.records``),
+    when every one of the ``n`` records has finite float scores under the same keys; else None."""
+    merged: dict[str, list[float]] = {}
+    for per_sample in samples:
+        keys = list(per_sample[0]) if len(per_sample) == n and n else []
+        if not keys or set(map(len, per_sample)) != {len(keys)}:
+            return None
+        try:
+            merged.update((key, list(map(itemgetter(key), per_sample))) for key in keys)
+        except KeyError:
+            return None
+    for values in merged.values():
+        if set(map(type, values)) != {float} or not all(map(math.isfinite, values)):
+            return None
+    return {key: merged[key] for key in sorted(merged)}
 
 
 def _rechunked(blocks: Iterable[MergedBlock], size: int) -> Iterator[MergedBlock]:

@@ -10,7 +10,7 @@ whole corpus. ``compute_preset`` is the one-chunk case.
 from __future__ import annotations
 
 import math
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from operator import itemgetter
 from typing import TYPE_CHECKING, Any
 
@@ -179,6 +179,12 @@ class PresetScorer:
             self._corpus.add(predictions, references)
         for key, running in self.means.items():
             running.add(list(map(itemgetter(key), scores)))
+
+    def add_scores(self, columns: Mapping[str, Sequence[float]]) -> None:
+        """``add`` for a metric that reads no texts (not ``needs_texts``), given the chunk's scores a column
+        per key."""
+        for key, running in self.means.items():
+            running.add(columns[key])
 
     def result(self) -> MetricResult:
         """The corpus value (no per-sample values: the caller already has them from ``score``)."""

@@ -125,8 +125,8 @@ class BaseScores:
         self._values: dict[str, array[float]] = {}  # per metric, NaN where a line has no finite score
         self._index: dict[int, int] | None = None
 
-    def add_block(self, first: int, records: Sequence[Mapping[str, Any]]) -> None:
-        """``add`` for records on consecutive lines from ``first``."""
+    def add_block(self, first: int, records: Sequence[Mapping[str, Any]], scores: Any = None) -> None:
+        """``add`` for records on consecutive lines from ``first`` (``scores``: as ``SampleDigester``'s)."""
         for number, record in enumerate(records, start=first):
             self.add(number, record)
 
@@ -225,11 +225,17 @@ class SampleDigester:
         if timing is not None and timing.id == str(record.get("id")):
             self._found[number] = kept or _Kept(number, record, base_at, timing)
 
-    def add_block(self, first: int, records: Sequence[Mapping[str, Any]]) -> None:
+    def add_block(
+        self, first: int, records: Sequence[Mapping[str, Any]], scores: Mapping[str, Sequence[float]] | None = None
+    ) -> None:
         """``add`` for records on consecutive lines from ``first``, with the same digest. A block whose
         records all have finite float scores under the same keys (and no base to compare with) is counted a
-        column at a time, and only the rows that could enter a most-wrong list go through Python."""
-        columns = _score_columns(records) if self.base is None else None
+        column at a time, and only the rows that could enter a most-wrong list go through Python: from
+        ``scores``, those columns when the caller has them, so that ``records`` are read only for those
+        rows."""
+        columns = None
+        if self.base is None:
+            columns = scores if scores is not None else _score_columns(records)
         if columns is None:
             for number, record in enumerate(records, start=first):
                 self.add(number, record)
@@ -298,7 +304,7 @@ def _score_columns(records: Sequence[Mapping[str, Any]]) -> dict[str, list[float
 
 
 def _wrong_candidates(
-    values: list[float], heap: list[tuple[Any, ...]] | None, records: Sequence[Mapping[str, Any]]
+    values: Sequence[float], heap: list[tuple[Any, ...]] | None, records: Sequence[Mapping[str, Any]]
 ) -> list[int]:
     """Positions of the values that could enter ``heap`` (a most-wrong list) in add(): a score other than
     1.0 while it is not full, then one below its least wrong, or equal to it when a margin can break the
@@ -312,12 +318,19 @@ def _wrong_candidates(
     if heap is not None and len(heap) >= LISTED:
         least, margin = -heap[0][0], heap[0][1]
         tied = column == least
-        if margin >= 0.0:
-            tied_records = map(records.__getitem__, np.flatnonzero(tied).tolist())
-            if not any(map(contains, tied_records, repeat("loglikelihoods"))):
-                tied = False
+        if margin >= 0.0 and _none_have(records, np.flatnonzero(tied).tolist(), "loglikelihoods"):
+            tied = False
         candidate &= (column < least) | tied
     return np.flatnonzero(candidate).tolist()
+
+
+def _none_have(records: Sequence[Mapping[str, Any]], positions: list[int], key: str) -> bool:
+    """Whether none of the records at ``positions`` has ``key``. Records parsed only when asked for (the
+    Report step's, from score columns) may tell for the whole block without parsing any (``may_have``)."""
+    may_have = getattr(records, "may_have", None)
+    if positions and may_have is not None and not may_have(key):
+        return True
+    return not any(map(contains, map(records.__getitem__, positions), repeat(key)))
 
 
 def _keep(heap: list[tuple[Any, ...]], key: tuple[Any, ...], kept: _Kept) -> None:

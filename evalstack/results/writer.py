@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import json
 import math
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass, field
 from importlib import metadata
 from pathlib import Path
@@ -113,15 +113,16 @@ class SamplesFile:
     complete).
 
     ``streamed``: lines are ``streamed_line``'s (a streamed task's), else ``jsonl_line``'s. ``observe``
-    is called with each block of records as it is written and the line number (from 1) of its first, e.g.
-    to digest the samples for the report page without reading the file again."""
+    is called with each block of records as it is written, the line number (from 1) of its first and their
+    scores a column per key when the writer was given them (else None), e.g. to digest the samples for the
+    report page without reading the file again."""
 
     def __init__(
         self,
         path: Path,
         *,
         streamed: bool = False,
-        observe: Callable[[int, list[dict[str, Any]]], None] | None = None,
+        observe: Callable[[int, Sequence[dict[str, Any]], Any], None] | None = None,
     ) -> None:
         self.path = path
         self.count = 0
@@ -134,9 +135,10 @@ class SamplesFile:
         self._handle = self.path.open("wb")
         return self
 
-    def write_block(self, records: list[dict[str, Any]], lines: list[bytes | None]) -> None:
+    def write_block(self, records: Sequence[dict[str, Any]], lines: Sequence[bytes | None], scores: Any = None) -> None:
         """Write ``records`` with one call; a line that is not None is the record's line already encoded (a
-        shard's line the record was parsed from and left unchanged), written as it is."""
+        shard's line the record was parsed from and left unchanged), written as it is. ``scores``: the
+        records' scores a column per key, when the caller has them (passed on to ``observe``)."""
         assert self._handle is not None, "SamplesFile is written inside its with block"
         if None in lines:
             encode = self._encode
@@ -145,7 +147,7 @@ class SamplesFile:
         first = self.count + 1
         self.count += len(records)
         if self._observe is not None and records:
-            self._observe(first, records)
+            self._observe(first, records, scores)
 
     def __exit__(self, *exc: object) -> None:
         assert self._handle is not None
