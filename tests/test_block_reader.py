@@ -171,11 +171,12 @@ def test_a_plain_block_takes_the_column_paths(tmp_path: Path) -> None:
     assert block is not None and block.metadata is not None and block.metadata[4] == {"topic": 4, "w": 0.5, "tag": "t"}
     assert builder._plain_block(lines[:30], parsed[:30]).metadata is None  # type: ignore[union-attr]
     columns = _Columns(block.lines, block.prompts, block.responses, [False] * 5, block.references, block.metadata)
-    assert _score_columns([[{"accuracy": 1.0}] * 5], 5) == {"accuracy": [1.0] * 5}
-    assert columns.encoded([[{"accuracy": 1.0}] * 5], {"accuracy": [1.0] * 5}).count(b'"accuracy":1.0') == 5
+    samples = [{"accuracy": [1.0] * 5}]
+    assert _score_columns(samples, 5) == {"accuracy": [1.0] * 5}
+    assert columns.encoded(samples, _score_columns(samples, 5)).count(b'"accuracy":1.0') == 5
 
 
-def _encoded_both_ways(columns: _Columns, samples: list[list[dict[str, float]]]) -> tuple[bytes, bytes]:
+def _encoded_both_ways(columns: _Columns, samples: list[dict[str, list[float]]]) -> tuple[bytes, bytes]:
     scores = _score_columns(samples, len(columns.lines))
     return columns.encoded(samples, scores), b"".join(map(streamed_line, columns.records(samples)))
 
@@ -187,12 +188,13 @@ TRICKY = ['a"b', 'x","y', "back\\", "", "%s %d %%", "naïve ☕ 𝄞", "tab\tnew
     "samples",
     [
         [],  # no per-sample metric (e.g. F1 only)
-        [[{"accuracy": float(i % 2)} for i in range(10)]],
-        [[{"rouge1": 0.5 + i, "rougeL": 1e-7 * i} for i in range(10)], [{"bleu": 12.25, "rouge1": 3.0}] * 10],
-        [[{'we"ird%s': 0.1}] * 10],
-        [[{"accuracy": 1.0}] * 9 + [{"other": 1.0}]],  # keys differ: record by record
-        [[{"accuracy": 1.0}] * 9 + [{"accuracy": 1}]],  # an int: record by record
-        [[{"accuracy": 1.0}] * 9],  # fewer samples than records
+        [{"accuracy": [float(i % 2) for i in range(10)]}],
+        [{"rouge1": [0.5 + i for i in range(10)], "rougeL": [1e-7 * i for i in range(10)]},
+         {"bleu": [12.25] * 10, "rouge1": [3.0] * 10}],
+        [{'we"ird%s': [0.1] * 10}],
+        [{"accuracy": [1.0] * 10}, {"other": [1.0] * 9}],  # a preset short of a value: record by record
+        [{"accuracy": [1.0] * 9 + [1]}],  # an int: record by record
+        [{"accuracy": [1.0] * 9}],  # fewer samples than records
     ],
 )
 @pytest.mark.parametrize(
@@ -220,7 +222,7 @@ def test_encoded_chunk_equals_streamed_lines(samples: list, metadata: list) -> N
 def test_a_non_finite_score_is_rejected_as_streamed_line_rejects_it() -> None:
     columns = _Columns([1, 2], ["p", "q"], ["r", "s"], [False, False], ["r", "t"], [{}, {}])
     with pytest.raises(ValueError, match=r"record 'line-2': score 'accuracy' is nan, not a finite number"):
-        samples = [[{"accuracy": 1.0}, {"accuracy": math.nan}]]
+        samples = [{"accuracy": [1.0, math.nan]}]
         columns.encoded(samples, _score_columns(samples, 2))
 
 

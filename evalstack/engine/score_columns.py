@@ -2,7 +2,7 @@
 
 The Report step folds means (accuracy, ROUGE, METEOR, BERTScore) from scores alone, so when every shard
 has this file it reads the scores from it instead of parsing millions of records, and copies the records'
-lines to samples.jsonl as they are. Only the step's model-free pass writes it (``run.ScoredPass``), and
+lines to samples.jsonl as they are. Only the step's model-free pass writes it (``run._one_pass``), and
 only when every record's scores are finite floats under the same keys.
 
 The file: one JSON header line, ``{"keys": [...], "items": n, "records_sha256": hex}`` (the sha256 of

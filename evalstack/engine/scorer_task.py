@@ -147,7 +147,7 @@ class ScorerTask:
             references,
             [d["metadata"] for d in data],
         )
-        return columns.records(self._sample_scores(responses, references))
+        return columns.records(self._preset_scores(responses, references))
 
     def run_block(self, block: RecordBlock) -> ScoredBlock:
         """``run`` without a model over a block's records: their item ids, the bytes ``streamed_line`` gives
@@ -160,7 +160,7 @@ class ScorerTask:
         columns = _Columns(
             block.lines, block.prompts, block.responses, [False] * len(block), block.references, block.metadata
         )
-        samples = self._sample_scores(block.responses, block.references)
+        samples = self._preset_scores(block.responses, block.references)
         scores = _score_columns(samples, len(block))
         ids = ("\n".join(map(item_id, block.lines)) + "\n" if len(block) else "").encode("utf-8")
         # Columns as float64 arrays: from a block pool's worker they come back as bytes, not float objects.
@@ -174,13 +174,14 @@ class ScorerTask:
                 f"{self.spec.dataset.columns.reference!r}: missing; scoring needs a reference for every record"  # type: ignore[union-attr]
             )
 
-    def _sample_scores(self, predictions: list[Any], references: list[Any]) -> list[list[dict[str, float]]]:
-        """Each preset's per-sample values (in the (sharded) evaluation step, chunk by chunk)."""
+    def _preset_scores(self, predictions: list[Any], references: list[Any]) -> list[dict[str, list[float]]]:
+        """Each preset's per-sample values a column per key (in the (sharded) evaluation step, chunk by
+        chunk)."""
         if not predictions:
             return []
         pool = None if self.in_block_worker else step_pool()
-        scored = (preset.score(predictions, references) for preset in self._presets(pool))
-        return [samples for samples in scored if samples is not None]
+        scored = (preset.score_columns(predictions, references) for preset in self._presets(pool))
+        return [columns for columns in scored if columns is not None]
 
     def aggregate(self, records: Sequence[dict[str, Any]]) -> Aggregate:
         """The list form of ``aggregate_stream``: custom per-sample scores land in the records themselves."""
@@ -304,8 +305,9 @@ class _Columns:
     references: Sequence[Any]
     metadata: Sequence[dict[str, Any]] | None  # None: every record's is empty
 
-    def records(self, samples: list[list[dict[str, float]]]) -> list[dict[str, Any]]:
-        """The records; ``samples`` holds each preset's per-sample values (a later preset's win)."""
+    def records(self, samples: list[dict[str, list[float]]]) -> list[dict[str, Any]]:
+        """The records; ``samples`` holds each preset's per-sample values a column per key (a later preset's
+        win)."""
         records = [
             {
                 "id": item_id(line),
@@ -322,12 +324,13 @@ class _Columns:
                 self.lines, self.prompts, self.responses, self.generated, self.references, self._dicts(), strict=True
             )
         ]
-        for per_sample in samples:
-            for record, scores in zip(records, per_sample, strict=False):
-                record["scores"].update(scores)
+        for columns in samples:
+            for key, values in columns.items():
+                for record, value in zip(records, values, strict=False):
+                    record["scores"][key] = value
         return records
 
-    def encoded(self, samples: list[list[dict[str, float]]], scores: dict[str, list[float]] | None) -> bytes:
+    def encoded(self, samples: list[dict[str, list[float]]], scores: dict[str, list[float]] | None) -> bytes:
         """``streamed_line`` of every record, in one piece. A plain chunk (text fields all strings, scores
         all finite floats under the same keys, given as ``scores`` (``_score_columns``), metadata orjson
         encodes) fills one line template per record from columns each encoded by one orjson call; any
@@ -377,18 +380,14 @@ class _Columns:
         return pieces if len(pieces) == len(values) else None
 
 
-def _score_columns(samples: list[list[dict[str, float]]], n: int) -> dict[str, list[float]] | None:
-    """The records' scores a column per key, sorted (a later preset's win, as in ``_Columns.records``),
-    when every one of the ``n`` records has finite float scores under the same keys; else None."""
+def _score_columns(samples: list[dict[str, list[float]]], n: int) -> dict[str, list[float]] | None:
+    """The ``n`` records' scores a column per key, sorted (a later preset's win, as in ``_Columns.records``),
+    when every record has a finite float score under every key; else None."""
     merged: dict[str, list[float]] = {}
-    for per_sample in samples:
-        keys = list(per_sample[0]) if len(per_sample) == n and n else []
-        if not keys or set(map(len, per_sample)) != {len(keys)}:
+    for columns in samples:
+        if not n or any(len(values) != n for values in columns.values()):
             return None
-        try:
-            merged.update((key, list(map(itemgetter(key), per_sample))) for key in keys)
-        except KeyError:
-            return None
+        merged.update(columns)
     for values in merged.values():
         if set(map(type, values)) != {float} or not all(map(math.isfinite, values)):
             return None

@@ -96,8 +96,15 @@ def _pos_label(average: str, pos_label: str | None, threshold: float | None, lab
 def accuracy_samples(
     predictions: Sequence[str], references: Sequence[str] | Sequence[Sequence[str]], hp: Hyperparameters
 ) -> list[dict[str, float]]:
+    return [{"accuracy": value} for value in accuracy_column(predictions, references, hp)]
+
+
+def accuracy_column(
+    predictions: Sequence[str], references: Sequence[str] | Sequence[Sequence[str]], hp: Hyperparameters
+) -> list[float]:
+    """Each sample's accuracy, 1.0 or 0.0."""
     y_pred, y_true = _labels(predictions, references, hp.threshold)
-    return [{"accuracy": value} for value in map(float, map(eq, y_pred, y_true))]
+    return list(map(float, map(eq, y_pred, y_true)))
 
 
 def signature(hp: Hyperparameters) -> dict[str, str]:

@@ -173,6 +173,17 @@ class PresetScorer:
             return self.pool.score(fn, predictions, references, self.hp)
         return fn(predictions, references, self.hp)
 
+    def score_columns(self, predictions: Sequence[str], references: References) -> dict[str, list[float]] | None:
+        """``score`` a column per key (every sample of a preset has the same keys); None likewise."""
+        if self.metric is BuiltInMetric.ACCURACY:  # made as a column: a dict per sample cost more than scoring
+            from evalstack.metrics.classification import accuracy_column
+
+            return {"accuracy": accuracy_column(predictions, references, self.hp)}
+        samples = self.score(predictions, references)
+        if samples is None:
+            return None
+        return {key: list(map(itemgetter(key), samples)) for key in (samples[0] if samples else ())}
+
     def add(self, predictions: Sequence[str], references: References, scores: Sequence[dict[str, float]]) -> None:
         """Fold a chunk in, in corpus order; ``scores`` holds each sample's values (at least this metric's)."""
         if self._corpus is not None:
