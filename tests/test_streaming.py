@@ -18,6 +18,7 @@ from sacrebleu.metrics import BLEU
 from sklearn import metrics as skm
 
 from evalstack.data import DatasetReader
+from evalstack.data.items import item_id, joined_item_ids
 from evalstack.engine import run as run_module
 from evalstack.engine import scorer_task
 from evalstack.engine.run import (
@@ -440,3 +441,9 @@ def test_blockwise_bootstrap_equals_one_draw(monkeypatch: pytest.MonkeyPatch) ->
     low, high = np.percentile(diffs[indices].mean(axis=1), [2.5, 97.5])
     test = paired_bootstrap(candidate, base, 11, resamples=500)
     assert test["ci95"] == [float(low), float(high)]
+
+
+@pytest.mark.parametrize("lines", [[], [7], range(3, 9), [1, 10, 100]])
+def test_joined_item_ids_are_the_item_ids_each_followed_by_a_newline(lines: list[int]) -> None:
+    # The evaluation step hashes these into the shard's manifest; the Report step hashes the records' ids.
+    assert joined_item_ids(lines) == "".join(f"{item_id(line)}\n" for line in lines)

@@ -2,11 +2,18 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
+
 from evalstack.data.records import Record
 from evalstack.task import Item
 
 # A record's item id is its line, so ids are stable across runs and shards: ``item_id(7) == "line-7"``.
 item_id = "line-{}".format
+
+
+def joined_item_ids(lines: Sequence[int]) -> str:
+    """``item_id`` of each line, each followed by a newline: one join, not a format call per line."""
+    return "line-" + "\nline-".join(map(str, lines)) + "\n" if len(lines) else ""
 
 
 def record_item(record: Record) -> Item:

@@ -23,7 +23,7 @@ from evalstack.catalog import BuiltInMetric
 from evalstack.catalog.hyperparameters import Hyperparameters
 from evalstack.data import DatasetReader, DatasetSummary
 from evalstack.data.block_pool import BlockPool, spawned_workers
-from evalstack.data.items import item_id, record_item
+from evalstack.data.items import item_id, joined_item_ids, record_item
 from evalstack.data.records import RecordBlock
 from evalstack.metrics import MetricResult, PresetScorer, load_scorer, run_custom_scorer
 from evalstack.metrics.custom import ScorerStream, scores_whole_dataset
@@ -162,7 +162,7 @@ class ScorerTask:
         )
         samples = self._preset_scores(block.responses, block.references)
         scores = _score_columns(samples, len(block))
-        ids = ("\n".join(map(item_id, block.lines)) + "\n" if len(block) else "").encode("utf-8")
+        ids = joined_item_ids(block.lines).encode("utf-8")
         # Columns as float64 arrays: from a block pool's worker they come back as bytes, not float objects.
         arrays = None if scores is None else {key: array("d", values) for key, values in scores.items()}
         return ScoredBlock(len(block), ids, columns.encoded(samples, scores), arrays)
