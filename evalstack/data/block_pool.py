@@ -8,7 +8,9 @@ stays bounded. A block whose worker raised is done again in the reading process,
 before it: its error is the row path's exactly.
 
 Workers are started with ``spawn``, as the metric pool's are (``evalstack.metrics.pool``): a step forked
-from the local runner's warm forkserver must not fork a copy of a threaded process.
+from the local runner's warm forkserver must not fork a copy of a threaded process. A spawned worker runs
+the caller's ``__main__`` file again before it starts (as ``__mp_main__``), so a process whose main file
+is a user's script uses workers only when asked (see ``spawn_is_safe``).
 """
 
 from __future__ import annotations
@@ -16,11 +18,13 @@ from __future__ import annotations
 import gc
 import io
 import multiprocessing
+import os
 import sys
 from collections import deque
 from collections.abc import Callable, Iterator
 from concurrent.futures import Future, ProcessPoolExecutor
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 from evalstack.data.records import RecordBlock, RecordBuilder
@@ -31,6 +35,8 @@ from evalstack.spec import DatasetSpec
 # more than they save.
 POOL_MIN_BYTES = 64 * 1024**2
 AHEAD = 3  # blocks in flight per worker
+# evalstack.metrics.pool's variable (a layer data does not import): it sets the workers of every pool.
+WORKERS_ENV = "EVALSTACK_METRIC_WORKERS"
 
 
 @dataclass(frozen=True)
@@ -92,7 +98,7 @@ class BlockPool:
     ) -> Iterator[tuple[BlockTally, Any]]:
         """Each block's tally and ``fn`` of it, in file order."""
         context = multiprocessing.get_context("spawn")
-        print(f"data: parsing and scoring blocks with {self.workers} worker processes", file=sys.stderr)
+        print(f"data: parsing and checking blocks with {self.workers} worker processes", file=sys.stderr)
         executor = ProcessPoolExecutor(
             self.workers, mp_context=context, initializer=_start, initargs=(self.spec, self.make_fn)
         )
@@ -119,6 +125,45 @@ class BlockPool:
                 yield tally, value
         finally:
             executor.shutdown(wait=True, cancel_futures=True)
+
+
+def spawn_is_safe() -> bool:
+    """Whether workers spawned from this process start without running any of the user's code again.
+
+    ``multiprocessing``'s spawn re-imports the parent's main module in every worker: a module run with
+    ``python -m`` (unless it is a package's ``__main__``, which it skips) and a main script, run as
+    ``__mp_main__``. A script that calls ``evaluate()`` at top level without an ``if __name__ ==
+    "__main__":`` guard would then evaluate again in each worker, and whether a script has that guard
+    cannot be known short of reading it, so a script's process stays single-process unless it opts in.
+    Safe: no main file at all (an interactive session, ``python -c``, a notebook kernel, whose user
+    namespace stands in as ``__main__``), a package's ``__main__``, evalstack's own modules, and the
+    ``evalstack`` console script (pip's wrapper, which guards its call of the CLI)."""
+    main = sys.modules.get("__main__")
+    if main is None:
+        return True
+    name = getattr(getattr(main, "__spec__", None), "name", None)
+    if name is not None:  # python -m NAME
+        return name.endswith("__main__") or name.split(".")[0] == "evalstack"
+    path = getattr(main, "__file__", None)
+    if path is None:
+        return True
+    entry = getattr(main, "main", None)
+    return Path(path).name == "evalstack" and getattr(entry, "__module__", None) == "evalstack.cli.main"
+
+
+def spawned_workers(workers: int) -> int:
+    """``workers`` when spawning them is safe (``spawn_is_safe``) or ``EVALSTACK_METRIC_WORKERS`` is set (a
+    script's opt-in, as its guard cannot be seen), else 1."""
+    return workers if os.environ.get(WORKERS_ENV, "").strip() or spawn_is_safe() else 1
+
+
+def _nothing(block: RecordBlock) -> None:
+    return None
+
+
+def tally_only() -> Callable[[RecordBlock], None]:
+    """``make_fn`` of a validating pass: the workers parse and check their blocks and return only the tally."""
+    return _nothing
 
 
 _worker: tuple[JsonlRows, RecordBuilder, Callable[[RecordBlock], Any]] | None = None

@@ -27,7 +27,7 @@ from botocore.exceptions import ClientError
 
 from evalstack import storage
 from evalstack.catalog.limits import MAX_DATASET_BYTES, MIN_DATASET_SAMPLES
-from evalstack.data.block_pool import BlockPool, BlockTally
+from evalstack.data.block_pool import BlockPool, BlockTally, tally_only
 from evalstack.data.parquet_rows import open_parquet
 from evalstack.data.records import Record, RecordBlock, RecordBuilder, dataset_error, field_label
 from evalstack.data.text_rows import CsvRows, HashedLines, JsonlRows
@@ -160,6 +160,16 @@ class DatasetReader:
             raise RuntimeError(f"{self.spec.uri}: the summary is known only after a complete iteration")
         return self._summary
 
+    def scan(self, workers: int = 1, *, min_bytes: int | None = None) -> DatasetSummary:
+        """One validating pass that keeps nothing; returns the summary. With ``workers`` > 1, a JSON Lines file
+        of at least ``min_bytes`` (default ``POOL_MIN_BYTES``) read without a limit is parsed and checked by
+        that many spawned processes (``BlockPool``), which send back only each block's tally; the summary and
+        errors are the same. The caller decides that spawning is safe (``block_pool.spawned_workers``)."""
+        pool = BlockPool(workers, self.spec, tally_only, min_bytes=min_bytes) if workers > 1 else None
+        for _ in self.mapped(tally_only(), pool):
+            pass
+        return self.summary
+
     def __iter__(self) -> Iterator[Record]:
         for block in self.blocks():
             yield from block.records()
@@ -259,9 +269,7 @@ def iter_records(spec: DatasetSpec, *, limit: int | None = None) -> Iterator[Rec
     return iter(DatasetReader(spec, limit=limit))
 
 
-def scan_dataset(spec: DatasetSpec, *, limit: int | None = None) -> DatasetSummary:
-    """Validate every record in one streaming pass and summarise (count, sha256, has_responses)."""
-    reader = DatasetReader(spec, limit=limit)
-    for _ in reader.blocks():
-        pass
-    return reader.summary
+def scan_dataset(spec: DatasetSpec, *, limit: int | None = None, workers: int = 1) -> DatasetSummary:
+    """Validate every record in one streaming pass and summarise (count, sha256, has_responses); see
+    ``DatasetReader.scan`` for ``workers``."""
+    return DatasetReader(spec, limit=limit).scan(workers)

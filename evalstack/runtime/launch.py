@@ -69,7 +69,9 @@ def validate_inputs(spec: EvaluationSpec) -> None:
     for role in ("candidate", "base") if spec.evaluate_base_model else ("candidate",):
         task = build_task(spec, role)
         if isinstance(task, StreamingTask):
-            task.item_count()  # validates every record in one pass without holding them
+            # One pass without holding the records; a large JSON Lines file is parsed on every core when that
+            # is safe in this process (see evalstack.data.block_pool.spawn_is_safe).
+            task.item_count()
         else:
             task.items()
         reference = parse_model_reference(model_reference(spec, role))
