@@ -77,7 +77,8 @@ class ScorerTask:
         pass also records the dataset's summary. A whole dataset (one shard) of a large JSON Lines file is
         scored by a pool of processes, one per core (``evalstack.data.block_pool``), with the same bytes."""
         if shard_count == 1:
-            pool = BlockPool(worker_count(), self.spec.dataset, partial(_block_scorer, self.spec, self.role))  # type: ignore[arg-type]
+            workers = spawned_workers(worker_count())  # as the client's pass: never from a user's script
+            pool = BlockPool(workers, self.spec.dataset, partial(_block_scorer, self.spec, self.role))  # type: ignore[arg-type]
             yield from self._reader.mapped(self.run_block, pool)
         else:
             position = 0
