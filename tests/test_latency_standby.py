@@ -147,10 +147,10 @@ def test_a_standby_runner_without_an_execution_stops_its_warm_parent_and_leaves_
     home = tmp_path / "new-home"
     standby.start(home)
     runner = _standby_runner(home)
-    _wait_for(lambda: any("multiprocessing.forkserver" in _command(c) for c in _children(runner)),
-              "the standby runner did not start its warm parent")  # fmt: skip
-    forkserver = next(c for c in _children(runner) if "multiprocessing.forkserver" in _command(c))
+    # Its only child until it runs an execution: the warm parent it forked (with the runner's command line).
+    _wait_for(lambda: len(_children(runner)) == 1, "the standby runner did not start its warm parent")
+    (parent,) = _children(runner)
     standby.discard()
     assert not home.exists()  # the folders made for its log are gone with it
-    _wait_for(lambda: not _alive(runner) and not _alive(forkserver), "the runner or its warm parent lives on")
+    _wait_for(lambda: not _alive(runner) and not _alive(parent), "the runner or its warm parent lives on")
 

@@ -20,7 +20,7 @@ from evalstack.pipeline.local.client import MAX_CONCURRENT_EXECUTIONS
 from evalstack.spec import DatasetSpec, EvaluationSpec
 from tests.conftest import BASE_CORRECT, TRUTHFULQA_QUESTIONS, scripted_answers
 from tests.support.openai_server import serve
-from tests.support.processes import parent_command
+from tests.support.processes import parent_pid
 
 N_QUESTIONS = TRUTHFULQA_QUESTIONS
 ROLE_ARN = "arn:aws:iam::000000000000:role/evalstack-local"
@@ -204,9 +204,10 @@ def test_stop_mid_run_terminates_step_processes(slow_model_server, dataset: str)
         time.sleep(0.1)
     steps = client.store.steps(arn)
     pids = json.loads(next(s for s in steps if s["name"] == "EvaluateModel")["pids"])
-    for pid in pids:  # forked from the runner's warm parent, each in a process group of its own
+    runner = client.store.execution(arn)["runner_pid"]
+    for pid in pids:  # forked from the runner's warm parent (a child of the runner), each in a group of its own
         assert os.getpgid(pid) == pid
-        assert "multiprocessing.forkserver" in parent_command(pid)
+        assert parent_pid(pid) != runner and parent_pid(parent_pid(pid)) == runner
     client.stop_pipeline_execution(PipelineExecutionArn=arn)
     desc = _wait(client, arn, timeout=60)
     assert desc["PipelineExecutionStatus"] == "Stopped"

@@ -95,7 +95,7 @@ def test_step_runs_in_its_own_group_and_stops_by_signal(tmp_path: Path) -> None:
     try:
         assert proc.poll() is None
         assert os.getpgid(proc.pid) == proc.pid  # its own session, as start_new_session gives a cold one
-        assert "multiprocessing.forkserver" in parent_command(proc.pid)  # forked from the warm parent
+        assert "evalstack.pipeline.local.warm" in parent_command(proc.pid)  # forked from the warm parent
         kill_process_groups([proc.pid])
         assert proc.wait() == -signal.SIGTERM
     finally:

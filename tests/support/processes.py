@@ -5,10 +5,13 @@ from __future__ import annotations
 from pathlib import Path
 
 
+def parent_pid(pid: int) -> int:
+    return int(Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[1])
+
+
 def parent_command(pid: int) -> str:
     """The command line of ``pid``'s parent process, its arguments joined by spaces."""
-    parent = int(Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[1])
-    return Path(f"/proc/{parent}/cmdline").read_bytes().replace(b"\0", b" ").decode()
+    return Path(f"/proc/{parent_pid(pid)}/cmdline").read_bytes().replace(b"\0", b" ").decode()
 
 
 def report_state(arguments: list[str]) -> int:

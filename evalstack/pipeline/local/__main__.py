@@ -1,13 +1,13 @@
 """``python -m evalstack.pipeline.local [--detach] [--warm] (ARN | --standby LOG)``: the runner's entry point
 (see its module).
 
-The client starts the runner as this package's ``__main__`` so that the step processes the runner forks
-through multiprocessing (:mod:`evalstack.pipeline.local.warm`) do not import the runner again as their
-own main module.
+The client starts the runner as this package's ``__main__``, a module that imports nothing of ours until
+it runs: the metric pools of a step start their workers with multiprocessing's ``spawn``, which imports the
+main module of the process again.
 
 ``--detach`` forks away from the client before anything else is imported: the client waits for the
 first process to exit, so it waits for an interpreter to start, not for the runner's imports as well.
-``--warm`` (the client passes it when a step runs our entry point) starts the warm parent next, so its
+``--warm`` (the client passes it when a step runs our entry point) forks the warm parent next, so its
 imports overlap the runner's own. ``--standby``: see :mod:`evalstack.pipeline.local.standby`.
 """
 
@@ -24,7 +24,7 @@ if __name__ == "__main__":
     if argv[:1] == ["--warm"]:
         from evalstack.pipeline.local import warm
 
-        warm.start_server()
+        warm.fork_server()
         argv = argv[1:]
 
     from evalstack.pipeline.local.runner import main
