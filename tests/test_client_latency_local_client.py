@@ -175,7 +175,8 @@ CustomScorerEvaluator(evaluator="rouge", dataset={str(EXAMPLES / "truthfulqa_ans
 
 
 def test_the_runner_entry_point_imports_nothing_as_a_multiprocessing_main_module() -> None:
-    # The warm steps' forkserver imports the runner's main module as __mp_main__: it must stay bare.
+    # A step's metric pool spawns its workers, which import the main module of the process they come from
+    # (a step forked from the runner's warm parent: the runner's) as __mp_main__: it must stay bare.
     code = f"import runpy; runpy.run_path({str(PACKAGE_MAIN)!r}, run_name='__mp_main__')"
     loaded = _loaded_in_fresh_interpreter(code, dict(os.environ))
     assert [m for m in loaded if m.startswith("evalstack")] == []
