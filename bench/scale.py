@@ -21,8 +21,10 @@ from __future__ import annotations
 
 import argparse
 import json
+import math
 import os
 import random
+import resource
 import subprocess
 import sys
 import tempfile
@@ -95,13 +97,17 @@ def _proc_marked_rss(marker: str) -> int:
     return total
 
 
-def measure(command: list[str], env: dict[str, str]) -> tuple[float, int, str]:
-    """Wall time, peak RSS summed over the run's processes, and the output of ``command``."""
+def measure(command: list[str], env: dict[str, str], memory_limit: int | None = None) -> tuple[float, int, str]:
+    """Wall time, peak RSS summed over the run's processes, and the output of ``command`` (its address
+    space limited to ``memory_limit`` bytes, if given)."""
     marker = f"EVALSTACK_BENCH_RUN={uuid.uuid4().hex}"
     env = {**env, marker.split("=")[0]: marker.split("=")[1]}
+    limit = None if memory_limit is None else lambda: resource.setrlimit(resource.RLIMIT_AS, (memory_limit,) * 2)
     started = time.perf_counter()
     with tempfile.TemporaryFile("w+") as out:
-        process = subprocess.Popen(command, cwd=ROOT, env=env, stdout=out, stderr=subprocess.STDOUT, text=True)
+        process = subprocess.Popen(
+            command, cwd=ROOT, env=env, stdout=out, stderr=subprocess.STDOUT, text=True, preexec_fn=limit
+        )
         peak = 0
         while process.poll() is None:
             peak = max(peak, _marked_rss(marker))
@@ -148,10 +154,18 @@ def run_evalstack(dataset: Path, metric: str, workdir: Path) -> Measured:
     return Measured(seconds, peak, value)
 
 
-def run_peer(dataset: Path, metric: str) -> Measured:
+def run_peer(dataset: Path, metric: str) -> Measured | None:
+    """The notebook's run, or None when it fails: at 3 GiB pandas needs more memory than this machine has,
+    so its address space is limited to the memory available (a MemoryError, not the kernel's OOM killer
+    choosing among the machine's processes)."""
     code = f"import json, pandas as pd\ndf = pd.read_json({str(dataset)!r}, lines=True, dtype=str)\n{PEER[metric]}\n"
     code += "print(json.dumps(value))\n"
-    seconds, peak, text = measure([sys.executable, "-c", code], dict(os.environ))
+    available = os.sysconf("SC_AVPHYS_PAGES") * os.sysconf("SC_PAGE_SIZE")
+    try:
+        seconds, peak, text = measure([sys.executable, "-c", code], dict(os.environ), memory_limit=available)
+    except RuntimeError as err:
+        print(f"the notebook peer failed on {dataset.name} ({metric}): {str(err).strip().splitlines()[-1]}")
+        return None
     return Measured(seconds, peak, float(text.strip().splitlines()[-1]))
 
 
@@ -178,10 +192,14 @@ def main() -> None:
                 ours, peer = run_evalstack(path, metric, work), run_peer(path, metric)
                 # The 1-minute load average before and after: the machine may be shared, which inflates times.
                 load = f"{before:.1f}-{os.getloadavg()[0]:.1f}"
+                theirs = (
+                    f"{peer.seconds:7.1f} {peer.peak_rss / 1024**2:9.0f} {ours.seconds / peer.seconds:6.2f}"
+                    if peer is not None
+                    else f"{'failed':>7} {'-':>9} {'-':>6}"
+                )
                 print(
                     f"{size:8.0f} {rows:10,} {metric:8} {ours.seconds:11.1f} {ours.peak_rss / 1024**2:9.0f} "
-                    f"{peer.seconds:7.1f} {peer.peak_rss / 1024**2:9.0f} {ours.seconds / peer.seconds:6.2f} "
-                    f"{ours.value:16.10g} {peer.value:16.10g} {load:>9}",
+                    f"{theirs} {ours.value:16.10g} {peer.value if peer else math.nan:16.10g} {load:>9}",
                     flush=True,
                 )
 
