@@ -156,13 +156,13 @@ def run_evalstack(dataset: Path, metric: str, workdir: Path) -> Measured:
 
 def run_peer(dataset: Path, metric: str) -> Measured | None:
     """The notebook's run, or None when it fails: at 3 GiB pandas needs more memory than this machine has,
-    so its address space is limited to the memory available (a MemoryError, not the kernel's OOM killer
+    so its address space is limited to the machine's memory (a MemoryError, not the kernel's OOM killer
     choosing among the machine's processes)."""
     code = f"import json, pandas as pd\ndf = pd.read_json({str(dataset)!r}, lines=True, dtype=str)\n{PEER[metric]}\n"
     code += "print(json.dumps(value))\n"
-    available = os.sysconf("SC_AVPHYS_PAGES") * os.sysconf("SC_PAGE_SIZE")
+    memory = os.sysconf("SC_PHYS_PAGES") * os.sysconf("SC_PAGE_SIZE")
     try:
-        seconds, peak, text = measure([sys.executable, "-c", code], dict(os.environ), memory_limit=available)
+        seconds, peak, text = measure([sys.executable, "-c", code], dict(os.environ), memory_limit=memory)
     except RuntimeError as err:
         print(f"the notebook peer failed on {dataset.name} ({metric}): {str(err).strip().splitlines()[-1]}")
         return None
