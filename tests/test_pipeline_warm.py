@@ -16,7 +16,7 @@ import pytest
 from evalstack.pipeline.local import warm
 from evalstack.pipeline.local.runner import kill_process_groups
 from evalstack.pipeline.local.warm import WarmProcess
-from tests.support.processes import parent_command, report_state
+from tests.support.processes import parent_command, report_state, run_in_instance_folder
 
 ENTRY = [sys.executable, "-m", "evalstack.pipeline.step"]
 SECRET = "sk-" + "A1b2C3d4E5f6G7h8J9k0"
@@ -116,16 +116,11 @@ print(type(proc).__name__, proc.wait())
 
 
 def test_step_runs_cold_when_the_warm_parent_cannot_start(tmp_path: Path) -> None:
-    (tmp_path / "breaks_on_import.py").write_text("raise RuntimeError('broken on import')\n")
-    root = tmp_path / "algo-1"
-    root.mkdir()
-    env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(tmp_path), *sys.path])}
-    done = subprocess.run(
-        [sys.executable, "-c", FALLBACK, str(root)], env=env, capture_output=True, text=True, timeout=120
-    )
+    broken = {"breaks_on_import": "raise RuntimeError('broken on import')\n"}
+    done = run_in_instance_folder(FALLBACK, tmp_path, broken, timeout=120)
     assert done.stdout.split() == ["Popen", "2"], done.stderr  # the cold step's own usage error
     assert "starting it cold" in done.stderr
-    assert "usage: python -m evalstack.pipeline.step evaluate" in (root / "output.log").read_text()
+    assert "usage: python -m evalstack.pipeline.step evaluate" in (tmp_path / "algo-1" / "output.log").read_text()
 
 
 def test_warm_parent_preloads_no_library_only_some_runs_use() -> None:

@@ -11,6 +11,7 @@ import sys
 from pathlib import Path
 
 from evalstack.pipeline.local import warm
+from tests.support.processes import run_in_instance_folder
 
 # Imported by the warm parent between the two stages: blocks until the test creates the file "open".
 GATE = """
@@ -99,12 +100,7 @@ print(code)
 
 
 def test_a_step_whose_warm_parent_died_ends_with_a_failure_code_not_a_hang(tmp_path: Path) -> None:
-    (tmp_path / "warm_test_probe.py").write_text("import time\ndef sleep(arguments):\n    time.sleep(120)\n")
-    root = tmp_path / "algo-1"
-    root.mkdir()
-    env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(tmp_path), *sys.path])}
-    done = subprocess.run(
-        [sys.executable, "-c", LOST, str(root)], env=env, capture_output=True, text=True, timeout=60
-    )
+    probe = "import time\ndef sleep(arguments):\n    time.sleep(120)\n"
+    done = run_in_instance_folder(LOST, tmp_path, {"warm_test_probe": probe}, timeout=60)
     assert done.returncode == 0, done.stderr
     assert int(done.stdout) == warm.EXIT_LOST

@@ -2,7 +2,25 @@
 
 from __future__ import annotations
 
+import os
+import subprocess
+import sys
 from pathlib import Path
+
+
+def run_in_instance_folder(
+    script: str, folder: Path, modules: dict[str, str], timeout: float
+) -> subprocess.CompletedProcess[str]:
+    """``python -c script <folder>/algo-1`` (the folder made), with ``modules`` (name -> source) written to
+    ``folder`` and importable."""
+    for name, source in modules.items():
+        (folder / f"{name}.py").write_text(source)
+    root = folder / "algo-1"
+    root.mkdir()
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(folder), *sys.path])}
+    return subprocess.run(
+        [sys.executable, "-c", script, str(root)], env=env, capture_output=True, text=True, timeout=timeout
+    )
 
 
 def parent_pid(pid: int) -> int:
