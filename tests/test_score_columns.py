@@ -92,6 +92,20 @@ def test_no_score_columns_when_a_score_is_not_a_finite_float(tmp_path: Path) -> 
     assert not Path(score_columns_uri(str(tmp_path / "records"), "candidate", 0, 1)).exists()
 
 
+def test_a_shard_without_items_writes_no_columns_and_the_report_reads_the_records(tmp_path: Path) -> None:
+    # More instances than items: shards 12 to 14 of 15 are given none, so they know no score keys.
+    spec = _spec(_dataset(tmp_path / "data.jsonl", 12), ["accuracy"])
+    for index in range(15):
+        run_shard(spec, "candidate", index, 15, str(tmp_path / "records"))
+    written = [Path(score_columns_uri(str(tmp_path / "records"), "candidate", i, 15)).is_file() for i in range(15)]
+    assert written == [True] * 12 + [False] * 3
+    run_shard(spec, "candidate", 0, 1, str(tmp_path / "one"))
+    sharded = report(spec, str(tmp_path / "sharded"), records_uri=str(tmp_path / "records"))
+    whole = report(spec, str(tmp_path / "whole"), records_uri=str(tmp_path / "one"))
+    assert sharded.candidate.metrics == whole.candidate.metrics
+    assert (tmp_path / "sharded" / "samples.jsonl").read_bytes() == (tmp_path / "whole" / "samples.jsonl").read_bytes()
+
+
 def test_a_damaged_score_columns_file_is_named(tmp_path: Path) -> None:
     spec = _spec(_dataset(tmp_path / "data.jsonl", 30), ["accuracy"])
     records = str(tmp_path / "records")

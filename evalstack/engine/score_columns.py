@@ -34,7 +34,8 @@ def _values(values: Sequence[float]) -> array:
 
 class ScoreColumnsWriter:
     """Collects a shard's score columns block by block in ``folder``; ``finish`` writes the file, or
-    None when a block's scores were not columns (the Report step then parses the records)."""
+    None when a block's scores were not columns or the shard had no items, so no keys (the Report step
+    then parses the records)."""
 
     def __init__(self, folder: Path) -> None:
         self.path = folder / "scores.bin"
@@ -59,10 +60,10 @@ class ScoreColumnsWriter:
         self.items += count
 
     def finish(self, records_sha256: str) -> Path | None:
-        if self._body is None:
-            return None
         self.close()
-        header = {"keys": self.keys or [], "items": self.items, "records_sha256": records_sha256}
+        if self._body is None or self.keys is None:
+            return None
+        header = {"keys": self.keys, "items": self.items, "records_sha256": records_sha256}
         with self.path.open("wb") as out, self._body_path.open("rb") as body:
             out.write(json.dumps(header, sort_keys=True).encode("utf-8") + b"\n")
             shutil.copyfileobj(body, out)
