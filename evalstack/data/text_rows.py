@@ -50,6 +50,7 @@ class HashedLines:
         self._uri = uri
         self._digest = hashlib.sha256()
         self.consumed = 0  # bytes read so far, for progress estimates
+        self.newlines = 0  # in the blocks ``blocks`` has given so far, the one given last included
 
     def __iter__(self) -> Iterator[tuple[int, str]]:
         return self.decoded(iter(partial(self._handle.readline, MAX_LINE_BYTES + 1), b""), 1, hashed=True)
@@ -80,14 +81,14 @@ class HashedLines:
         newline (or at the end of the file), each with the number of its first line; hashed and counted as
         they are read. A block ends after at most ``MAX_LINE_BYTES + 1`` bytes of its last line, so a longer
         line is cut where ``decoded`` reports it."""
-        number = 1
         while block := self._handle.read(size or BLOCK_BYTES):
             if not block.endswith(b"\n"):
                 block += self._handle.readline(MAX_LINE_BYTES + 1)
             self.consumed += len(block)
             self._digest.update(block)
+            number = self.newlines + 1
+            self.newlines += block.count(b"\n")
             yield number, block
-            number += block.count(b"\n")
 
     def sha256(self) -> str:
         """The sha256 of the whole file: reads (without parsing) whatever the caller did not consume."""

@@ -434,8 +434,8 @@ def _copied(uri: str, items: int, reader: ScoreColumnsReader) -> Generator[Score
     seen = 0
     with storage.open_binary(uri) as handle:
         lines = HashedLines(handle, uri)
-        for _, raw in lines.blocks(COPY_BLOCK_BYTES):
-            count = raw.count(b"\n") + (not raw.endswith(b"\n"))
+        for first, raw in lines.blocks(COPY_BLOCK_BYTES):
+            count = lines.newlines + 1 - first + (not raw.endswith(b"\n"))  # newlines counted by ``blocks``
             if seen + count > items:
                 raise RuntimeError(
                     f"{uri}: records beyond the task's items; shard records do not cover the items exactly once"
