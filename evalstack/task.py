@@ -32,9 +32,10 @@ class ScoredBlock:
 
 @dataclass(frozen=True)
 class ScoreBlock:
-    """The Report step's merged block when the shards' score columns stand in for their records: each
-    record's samples.jsonl line, the scores a column per key, and ``records``, which parses a line only
-    when one is asked for (e.g. a sample the report page lists)."""
+    """The Report step's merged block when the shards' score columns stand in for their records: the
+    records' samples.jsonl lines (a piece of bytes per line, or one piece of whole lines for the block), the
+    scores a column per key, and ``records``, which parses a line only when one is asked for (e.g. a sample
+    the report page lists)."""
 
     records: Sequence[dict[str, Any]]
     lines: list[bytes]

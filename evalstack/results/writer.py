@@ -137,8 +137,9 @@ class SamplesFile:
 
     def write_block(self, records: Sequence[dict[str, Any]], lines: Sequence[bytes | None], scores: Any = None) -> None:
         """Write ``records`` with one call; a line that is not None is the record's line already encoded (a
-        shard's line the record was parsed from and left unchanged), written as it is. ``scores``: the
-        records' scores a column per key, when the caller has them (passed on to ``observe``)."""
+        shard's line the record was parsed from and left unchanged), written as it is. With no None among
+        them, ``lines`` may also be pieces of whole lines (``ScoreBlock``). ``scores``: the records' scores a
+        column per key, when the caller has them (passed on to ``observe``)."""
         assert self._handle is not None, "SamplesFile is written inside its with block"
         if None in lines:
             encode = self._encode
