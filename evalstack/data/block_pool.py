@@ -8,7 +8,7 @@ stays bounded. A block whose worker raised is done again in the reading process,
 before it: its error is the row path's exactly.
 
 Workers are started with ``spawn``, as the metric pool's are (``evalstack.metrics.pool``): a step forked
-from the local runner's warm forkserver must not fork a copy of a threaded process. A spawned worker runs
+from the local runner's warm parent must not fork a copy of a threaded process. A spawned worker runs
 the caller's ``__main__`` file again before it starts (as ``__mp_main__``), so a process whose main file
 is a user's script uses workers only when asked (see ``spawn_is_safe``).
 """

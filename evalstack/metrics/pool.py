@@ -6,8 +6,9 @@ in-process computation. One pool serves a whole step process (``step_pool``), st
 chunk big enough to pay for it and shut down when the process ends.
 
 Workers are started with ``spawn``: a fresh interpreter with the step's own environment and nothing
-else of the parent's memory, which also holds inside a step forked from the local runner's warm
-forkserver (whose memory is the runner's, and where ``fork`` would copy a threaded process).
+else of the parent's memory, which also holds inside a step forked from the local runner's warm parent
+(``evalstack.pipeline.local.warm``, whose memory is the runner's preload, and where ``fork`` would copy a
+threaded process).
 """
 
 from __future__ import annotations
