@@ -158,9 +158,7 @@ def fork_server() -> None:
     ours, theirs = socket.socketpair(socket.AF_UNIX, socket.SOCK_SEQPACKET)
     if os.fork() == 0:
         ours.close()
-        devnull = os.open(os.devnull, os.O_RDONLY)  # the runner's input (its execution's ARN) is not for it
-        os.dup2(devnull, 0)
-        os.close(devnull)
+        _stdin_from_devnull()  # the runner's input (its execution's ARN) is not for it
         code = 0
         try:
             serve(theirs.detach(), PRELOAD)
@@ -375,6 +373,12 @@ def serve(control_fd: int, preload: Sequence[str]) -> None:
             gc.enable()
 
 
+def _stdin_from_devnull() -> None:
+    devnull = os.open(os.devnull, os.O_RDONLY)
+    os.dup2(devnull, 0)
+    os.close(devnull)
+
+
 def _write_through(fd: int, like: Any) -> io.TextIOWrapper:
     encoding = getattr(like, "encoding", None) or "utf-8"
     errors = getattr(like, "errors", None) or "strict"
@@ -397,9 +401,7 @@ def _run(main: Callable[[list[str]], int], arguments: list[str], env: dict[str, 
     os.chdir(cwd)
     os.environ.clear()
     os.environ.update(env)
-    devnull = os.open(os.devnull, os.O_RDONLY)
-    os.dup2(devnull, 0)
-    os.close(devnull)
+    _stdin_from_devnull()
     fd = os.open(log, os.O_WRONLY | os.O_APPEND)
     os.dup2(fd, 1)
     os.dup2(fd, 2)
