@@ -35,6 +35,7 @@ import threading
 import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
+from functools import partial
 from pathlib import Path
 from typing import IO, Any
 
@@ -315,6 +316,16 @@ def _replace_atomically(target: Path, fill: Callable[[str], None]) -> None:
         raise
 
 
+def _link_or_copy(path: Path, tmp: str) -> None:
+    """``tmp`` (a fresh temp file's name) made a hard link to ``path``; a copy where the file system cannot."""
+    os.unlink(tmp)
+    try:
+        os.link(path, tmp)
+    except OSError:  # another file system (EXDEV), or one without hard links
+        shutil.copyfile(path, tmp)
+    os.chmod(tmp, 0o600)  # the mode mkstemp gives every other output: readable by its owner only
+
+
 def _sse(kms_key_id: str | None) -> dict[str, str]:
     return {"ServerSideEncryption": "aws:kms", "SSEKMSKeyId": kms_key_id} if kms_key_id else {}
 
@@ -430,12 +441,14 @@ def upload_file(path: Path, uri: str, *, kms_key_id: str | None = None, replace:
     """Copy a finished local file to ``uri`` atomically (used for large outputs written in pieces).
 
     On S3 the write is write-once unless ``replace`` (see the module docstring); files larger than
-    ``MULTIPART_THRESHOLD`` go up in parts, read one part at a time.
+    ``MULTIPART_THRESHOLD`` go up in parts, read one part at a time. A local target on the file's own
+    file system is a hard link to it, not a copy: outputs are never changed once written, and the local
+    backend passes a 2 GB samples file from folder to folder several times in a run.
     """
     if uses_local_files(uri):
         target = local_path(uri)
         if target.resolve() != path.resolve():
-            _replace_atomically(target, lambda tmp: shutil.copyfile(path, tmp))
+            _replace_atomically(target, partial(_link_or_copy, path))
         return
     loc = parse_s3(uri)
     length = path.stat().st_size

@@ -36,6 +36,39 @@ def test_failed_write_keeps_the_old_file(tmp_path: Path, monkeypatch: pytest.Mon
     assert [p.name for p in tmp_path.iterdir()] == ["results.json"]
 
 
+def _uploaded(source: Path, target: Path) -> tuple[bool, os.stat_result]:
+    """Whether the upload of ``source`` to ``target`` shared its inode, and the target's stat once the
+    source (the step's scratch file) is gone."""
+    source.write_bytes(b"line\n" * 1000)
+    storage.upload_file(source, str(target))
+    shared = source.stat().st_ino == target.stat().st_ino and source.stat().st_dev == target.stat().st_dev
+    source.unlink()
+    assert target.read_bytes() == b"line\n" * 1000
+    assert [p.name for p in target.parent.iterdir()] == [target.name]  # no temp file left
+    return shared, target.stat()
+
+
+def test_a_local_upload_on_one_file_system_is_a_private_hard_link(tmp_path: Path) -> None:
+    (tmp_path / "scratch").mkdir()
+    linked, stat = _uploaded(tmp_path / "scratch" / "samples.jsonl", tmp_path / "out" / "samples.jsonl")
+    assert linked
+    assert stat.st_mode & 0o777 == 0o600  # as every other output (mkstemp's mode)
+
+
+def test_a_local_upload_across_file_systems_is_a_copy(tmp_path: Path) -> None:
+    shm = Path("/dev/shm")
+    if not shm.is_dir() or shm.stat().st_dev == tmp_path.stat().st_dev:
+        pytest.fail("this test needs /dev/shm on a file system of its own, as Linux machines and CI have it")
+    folder = shm / f"evalstack-test-{os.getpid()}"
+    folder.mkdir()
+    try:
+        linked, stat = _uploaded(folder / "samples.jsonl", tmp_path / "out" / "samples.jsonl")
+    finally:
+        folder.rmdir()
+    assert not linked
+    assert stat.st_mode & 0o777 == 0o600
+
+
 def test_uri_forms_map_to_the_same_local_file(tmp_path: Path, isolated_environment: Path) -> None:
     assert storage.local_path(f"file://{tmp_path}/x.json") == tmp_path / "x.json"
     assert storage.local_path("s3://bucket/k/x.json") == isolated_environment / "s3" / "bucket" / "k" / "x.json"
