@@ -21,13 +21,15 @@ MergedBlock = tuple[list[dict[str, Any]], list[bytes | None]]
 @dataclass(frozen=True)
 class ScoredBlock:
     """A block of an evaluation step's model-free pass: how many items, their ids each followed by a newline
-    (UTF-8), their records as records-file lines, and their scores a column per key (sorted) when every
-    record's are finite floats under the same keys, else None."""
+    (UTF-8), their records as records-file lines, their scores a column per key (sorted) when every
+    record's are finite floats under the same keys, else None, and the block's corpus state per corpus
+    metric (F1, BLEU: named integer sums, which add up across blocks and shards)."""
 
     count: int
     ids: bytes
     lines: bytes
     scores: dict[str, Sequence[float]] | None
+    corpus: dict[str, dict[str, int]]
 
 
 @dataclass(frozen=True)
@@ -132,15 +134,19 @@ class StreamingTask(Protocol):
 
     @property
     def folds_scores(self) -> bool:
-        """Whether the metrics are folded from the records' scores alone (no texts, no custom scorer):
-        the Report step may then call ``aggregate_scores`` with the shards' score columns."""
+        """Whether the metrics are folded from the records' scores and the corpus states alone (no custom
+        scorer): the Report step may then call ``aggregate_scores`` with the shards' score columns."""
         ...
 
     def aggregate_scores(
-        self, blocks: Iterable[ScoreBlock], emit: Callable[[Sequence[dict[str, Any]], list[bytes], Any], None]
+        self,
+        blocks: Iterable[ScoreBlock],
+        emit: Callable[[Sequence[dict[str, Any]], list[bytes], Any], None],
+        states: Sequence[tuple[str, dict[str, dict[str, int]]]],
     ) -> Aggregate:
-        """``aggregate_stream`` given score columns: the same aggregate, and the same blocks to ``emit``
-        (records, lines and score columns)."""
+        """``aggregate_stream`` given score columns and each shard's corpus states (``ScoredBlock.corpus``
+        summed, with the file that holds them, named when they are not the metrics'): the same aggregate,
+        and the same blocks to ``emit`` (records, lines and score columns)."""
         ...
 
     def aggregate_stream(

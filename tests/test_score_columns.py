@@ -1,5 +1,6 @@
 """The Report step from the shards' score columns (evalstack.engine.score_columns): the same files and
-digest as the Report step that parses every record, with no record parsed; bad columns files are named."""
+digest as the Report step that parses every record, with no record parsed; bad columns files are named.
+Corpus metrics (F1, BLEU) from the corpus states in the same files: tests/test_corpus_states.py."""
 
 from __future__ import annotations
 
@@ -74,22 +75,6 @@ def test_report_from_score_columns_equals_report_from_records(
     listed = from_columns.digest.most_wrong[0]  # type: ignore[union-attr]
     sample = json.loads((tmp_path / "columns" / "samples.jsonl").read_text().splitlines()[listed.line - 1])
     assert listed.id == sample["id"] and listed.answer == sample["response"]  # parsed when listed
-
-
-def test_metrics_that_read_texts_are_aggregated_from_records(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    spec = _spec(_dataset(tmp_path / "data.jsonl", 20), ["accuracy", "bleu"])
-    run_shard(spec, "candidate", 0, 1, str(tmp_path / "records"))
-    # The step wrote the scores (accuracy and sentence BLEU), but corpus BLEU needs the texts.
-    assert Path(score_columns_uri(str(tmp_path / "records"), "candidate", 0, 1)).is_file()
-    monkeypatch.setattr(run_module, "verified_scores", _no_record_parsed)
-    out = report(spec, str(tmp_path / "out"), records_uri=str(tmp_path / "records"))
-    assert set(out.candidate.metrics) >= {"accuracy", "bleu"}
-
-
-def test_no_score_columns_when_a_score_is_not_a_finite_float(tmp_path: Path) -> None:
-    # F1 alone has no per-sample values: nothing to write.
-    run_shard(_spec(_dataset(tmp_path / "data.jsonl", 20), ["f1"]), "candidate", 0, 1, str(tmp_path / "records"))
-    assert not Path(score_columns_uri(str(tmp_path / "records"), "candidate", 0, 1)).exists()
 
 
 def test_a_shard_without_items_writes_no_columns_and_the_report_reads_the_records(tmp_path: Path) -> None:

@@ -37,7 +37,8 @@ from evalstack.metrics import PresetScorer, compute_preset, custom, dump_scorer,
 from evalstack.results import compare
 from evalstack.results.compare import paired_bootstrap
 from evalstack.results.writer import SamplesFile, streamed_line
-from evalstack.spec import DatasetSpec, EvaluationSpec
+from evalstack.spec import DatasetSpec
+from tests.support.specs import scorer_spec
 
 LABELS = ["cat", "dog", "bird"]
 WORDS = ["the", "a", "cat", "dog", "sat", "on", "mat", "ran", "fast", "slow", "bird", "sang", "in", "tree"]
@@ -159,23 +160,13 @@ def _write(path: Path, rows: list[dict]) -> Path:
     return path
 
 
-def _spec(dataset: Path, metrics: list[str], **hyperparameters) -> EvaluationSpec:
-    return EvaluationSpec(
-        eval_type="custom_scorer",
-        model="openai:http://127.0.0.1:9/v1?model=unused",
-        dataset=DatasetSpec(str(dataset)),
-        metrics=metrics,
-        hyperparameters=hyperparameters,
-    )
-
-
 def test_sharded_small_chunk_run_is_byte_identical_and_equals_the_libraries(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     rows = [{**row, "topic": i % 3} for i, row in enumerate(_text_rows(45))]  # metadata travels too
     dataset = _write(tmp_path / "data.jsonl", rows)
     presets = ["rouge", "bleu", "meteor", "accuracy", "f1", "precision", "recall"]
-    spec = _spec(dataset, presets)
+    spec = scorer_spec(dataset, presets)
     whole = evaluate_in_process(spec, str(tmp_path / "one"))
     monkeypatch.setattr(scorer_task, "AGGREGATE_CHUNK", 4)  # many aggregation chunks
     for index in range(3):
@@ -220,7 +211,8 @@ def test_custom_scorer_streams_in_the_report_like_one_call(
     scorer = WordOverlap(aggregate)
     scorer_file = tmp_path / "scorer.pkl"
     scorer_file.write_bytes(dump_scorer(scorer))
-    spec = dataclasses.replace(_spec(_write(tmp_path / "data.jsonl", rows), []), custom_scorer_uri=str(scorer_file))
+    spec = scorer_spec(_write(tmp_path / "data.jsonl", rows), [])
+    spec = dataclasses.replace(spec, custom_scorer_uri=str(scorer_file))
     expected = run_custom_scorer(
         scorer,
         [r["response"] for r in rows],
@@ -239,7 +231,7 @@ def test_custom_scorer_streams_in_the_report_like_one_call(
 
 def test_limit_takes_the_same_first_records_across_shards(tmp_path: Path) -> None:
     dataset = _write(tmp_path / "data.jsonl", _label_rows(40))
-    spec = _spec(dataset, ["accuracy"], limit=13)
+    spec = scorer_spec(dataset, ["accuracy"], limit=13)
     before = [f"line-{r.line}" for r in DatasetReader(DatasetSpec(str(dataset)), limit=13)]
     assert before == [f"line-{i}" for i in range(1, 14)]
     for index in range(4):
@@ -299,7 +291,7 @@ def test_merge_yields_blocks_in_item_order_over_partial_rounds(tmp_path: Path, m
 def test_report_step_reads_the_shards_not_the_dataset(tmp_path: Path) -> None:
     dataset = _write(tmp_path / "data.jsonl", _label_rows(12))
     expected = hashlib.sha256(dataset.read_bytes()).hexdigest()
-    spec = _spec(dataset, ["accuracy"])
+    spec = scorer_spec(dataset, ["accuracy"])
     records = str(tmp_path / "records")
     for index in range(2):
         run_shard(spec, "candidate", index, 2, records)
@@ -312,7 +304,7 @@ def test_report_step_reads_the_shards_not_the_dataset(tmp_path: Path) -> None:
 
 
 def test_report_step_names_the_shard_that_does_not_match_its_manifest(tmp_path: Path) -> None:
-    spec = _spec(_write(tmp_path / "data.jsonl", _label_rows(12)), ["accuracy"])
+    spec = scorer_spec(_write(tmp_path / "data.jsonl", _label_rows(12)), ["accuracy"])
     records = tmp_path / "records"
     for index in range(2):
         run_shard(spec, "candidate", index, 2, str(records))
@@ -390,15 +382,17 @@ def _merge_peak(
     or (with ``columns``) their score columns: the peak of memory traced, the metrics and the labels."""
     folder = tmp_path / f"rows-{rows}"
     labels = _shards(folder, rows, shards, columns)
-    metrics = ["accuracy"] if columns else ["accuracy", "f1"]  # F1 reads texts: never from columns
-    task = ScorerTask(_spec(_write(tmp_path / "small.jsonl", _label_rows(10)), metrics, average="macro"), "candidate")
+    # The records path folds F1's confusion counts from the texts too; the columns written here hold none.
+    metrics = ["accuracy"] if columns else ["accuracy", "f1"]
+    spec = scorer_spec(_write(tmp_path / "small.jsonl", _label_rows(10)), metrics, average="macro")
+    task = ScorerTask(spec, "candidate")
     tracemalloc.start()
     try:
         with SamplesFile(folder / "samples.jsonl", streamed=True) as samples:
             if columns:
                 scored = verified_scores(str(folder), "candidate")
                 assert scored is not None and task.folds_scores
-                agg = task.aggregate_scores(scored[1], samples.write_block)
+                agg = task.aggregate_scores(scored[1], samples.write_block, scored[2])
             else:
                 agg = task.aggregate_stream(verified_records(str(folder), "candidate")[1], samples.write_block)
         _, peak = tracemalloc.get_traced_memory()

@@ -82,16 +82,13 @@ class BlockPool:
         workers: int,
         spec: DatasetSpec,
         make_fn: Callable[[], Callable[[RecordBlock], Any]],
-        *,
-        min_bytes: int | None = None,
     ) -> None:
         self.workers = workers
         self.spec = spec
         self.make_fn = make_fn
-        self.min_bytes = POOL_MIN_BYTES if min_bytes is None else min_bytes
 
     def wanted(self, size: int) -> bool:
-        return self.workers > 1 and size >= self.min_bytes
+        return self.workers > 1 and size >= POOL_MIN_BYTES
 
     def results(
         self, rows: JsonlRows, builder: RecordBuilder, fn: Callable[[RecordBlock], Any]
@@ -155,15 +152,6 @@ def spawned_workers(workers: int) -> int:
     """``workers`` when spawning them is safe (``spawn_is_safe``) or ``EVALSTACK_METRIC_WORKERS`` is set (a
     script's opt-in, as its guard cannot be seen), else 1."""
     return workers if os.environ.get(WORKERS_ENV, "").strip() or spawn_is_safe() else 1
-
-
-def _nothing(block: RecordBlock) -> None:
-    return None
-
-
-def tally_only() -> Callable[[RecordBlock], None]:
-    """``make_fn`` of a validating pass: the workers parse and check their blocks and return only the tally."""
-    return _nothing
 
 
 _worker: tuple[JsonlRows, RecordBuilder, Callable[[RecordBlock], Any]] | None = None

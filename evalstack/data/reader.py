@@ -27,9 +27,11 @@ from botocore.exceptions import ClientError
 
 from evalstack import storage
 from evalstack.catalog.limits import MAX_DATASET_BYTES, MIN_DATASET_SAMPLES
-from evalstack.data.block_pool import BlockPool, BlockTally, tally_only
+from evalstack.data.arrow_tally import ARROW_MIN_BYTES, tallies
+from evalstack.data.block_pool import BlockPool, BlockTally
 from evalstack.data.parquet_rows import open_parquet
 from evalstack.data.records import Record, RecordBlock, RecordBuilder, dataset_error, field_label
+from evalstack.data.scan_process import summary_from_child
 from evalstack.data.text_rows import CsvRows, HashedLines, JsonlRows
 from evalstack.spec import DatasetSpec
 
@@ -160,13 +162,22 @@ class DatasetReader:
             raise RuntimeError(f"{self.spec.uri}: the summary is known only after a complete iteration")
         return self._summary
 
-    def scan(self, workers: int = 1, *, min_bytes: int | None = None) -> DatasetSummary:
-        """One validating pass that keeps nothing; returns the summary. With ``workers`` > 1, a JSON Lines file
-        of at least ``min_bytes`` (default ``POOL_MIN_BYTES``) read without a limit is parsed and checked by
-        that many spawned processes (``BlockPool``), which send back only each block's tally; the summary and
-        errors are the same. The caller decides that spawning is safe (``block_pool.spawned_workers``)."""
-        pool = BlockPool(workers, self.spec, tally_only, min_bytes=min_bytes) if workers > 1 else None
-        for _ in self.mapped(tally_only(), pool):
+    def scan(self) -> DatasetSummary:
+        """One validating pass that keeps nothing; returns the summary. A JSON Lines file of at least
+        ``ARROW_MIN_BYTES`` read without a limit is checked by pyarrow's reader on every core where it can
+        be (``arrow_tally``), in a child process (``scan_process``), with the same summary and errors."""
+        if self.limit is None and self.format == "jsonl" and _checked_size(self.spec.uri) >= ARROW_MIN_BYTES:
+            state = _file_state(self.spec, self.limit)
+            fields = summary_from_child(self.spec)
+            if fields is not None:
+                self._summary = DatasetSummary(**fields)
+                _remember(state, self.spec, self.limit, self._summary)
+                return self._summary
+        return self.scan_here()
+
+    def scan_here(self) -> DatasetSummary:
+        """``scan`` in this process."""
+        for _ in self.mapped(None):
             pass
         return self.summary
 
@@ -182,10 +193,11 @@ class DatasetReader:
         records row by row and group them."""
         return self.mapped(_same)
 
-    def mapped(self, fn: Callable[[RecordBlock], T], pool: BlockPool | None = None) -> Iterator[T]:
-        """``fn`` of each of ``blocks()``, in order. With a ``pool`` (and a JSON Lines file big enough for
-        it, read without a limit), the blocks are parsed and checked, and ``fn`` is applied, in the pool's
-        processes, while this one reads and hashes the file; the results, errors and summary are the same."""
+    def mapped(self, fn: Callable[[RecordBlock], T] | None, pool: BlockPool | None = None) -> Iterator[T]:
+        """``fn`` of each of ``blocks()``, in order; ``fn`` None: a validating pass, which yields nothing.
+        With a ``pool`` (and a JSON Lines file big enough for it, read without a limit), the blocks are
+        parsed and checked, and ``fn`` is applied, in the pool's processes, while this one reads and hashes
+        the file; the results, errors and summary are the same."""
         self._summary = None
         uri = self.spec.uri
         state = _file_state(self.spec, self.limit)
@@ -198,7 +210,9 @@ class DatasetReader:
             if rows.columns is not None:
                 builder.check_columns(rows.columns, rows.where_columns)
             if self.limit is None and isinstance(rows, JsonlRows):
-                if pool is not None and pool.wanted(size):
+                if fn is None and size >= ARROW_MIN_BYTES:
+                    results = ((tally, None) for tally in tallies(rows, builder))
+                elif pool is not None and pool.wanted(size):
                     results = pool.results(rows, builder, fn)
                 else:
                     results = _applied((builder.build_block(*parsed) for parsed in rows.blocks()), fn, None)
@@ -206,7 +220,7 @@ class DatasetReader:
                 results = _applied(_grouped(rows, builder, self.limit), fn, self.limit)
             for counted, value in results:
                 tally = tally.then(counted)
-                if counted.yielded:
+                if counted.yielded and fn is not None:
                     yield value  # type: ignore[misc]
             sha256 = rows.sha256()
         seen, no_prompt, no_response = tally.read, tally.no_prompt, tally.no_response
@@ -228,8 +242,13 @@ class DatasetReader:
             has_responses=no_response is None,
             has_references=not tally.no_reference,
         )
-        if state is not None and state == _file_state(self.spec, self.limit):  # unchanged while read
-            _PASSES[state] = self._summary
+        _remember(state, self.spec, self.limit, self._summary)
+
+
+def _remember(state: tuple[object, ...] | None, spec: DatasetSpec, limit: int | None, summary: DatasetSummary) -> None:
+    """Keep ``summary`` in ``_PASSES`` when the file (in ``state`` before the pass) is unchanged since."""
+    if state is not None and state == _file_state(spec, limit):
+        _PASSES[state] = summary
 
 
 def _same(block: RecordBlock) -> RecordBlock:
@@ -237,7 +256,7 @@ def _same(block: RecordBlock) -> RecordBlock:
 
 
 def _applied(
-    blocks: Iterable[RecordBlock], fn: Callable[[RecordBlock], T], limit: int | None
+    blocks: Iterable[RecordBlock], fn: Callable[[RecordBlock], T] | None, limit: int | None
 ) -> Iterator[tuple[BlockTally, T | None]]:
     """Each block's tally and ``fn`` of it; with ``limit``, only its first ``limit`` records are yielded
     (and tallied) while every record read counts towards the dataset's minimum size."""
@@ -247,7 +266,7 @@ def _applied(
         read = len(block)
         if limit is not None and seen > limit:
             block = block.part(0, max(0, len(block) - (seen - limit)))
-        yield BlockTally.of(block, read), (fn(block) if len(block) else None)
+        yield BlockTally.of(block, read), (fn(block) if fn is not None and len(block) else None)
 
 
 # Records per block when records are built row by row (CSV, Parquet, a limited pass): small, as a record
@@ -269,7 +288,6 @@ def iter_records(spec: DatasetSpec, *, limit: int | None = None) -> Iterator[Rec
     return iter(DatasetReader(spec, limit=limit))
 
 
-def scan_dataset(spec: DatasetSpec, *, limit: int | None = None, workers: int = 1) -> DatasetSummary:
-    """Validate every record in one streaming pass and summarise (count, sha256, has_responses); see
-    ``DatasetReader.scan`` for ``workers``."""
-    return DatasetReader(spec, limit=limit).scan(workers)
+def scan_dataset(spec: DatasetSpec, *, limit: int | None = None) -> DatasetSummary:
+    """Validate every record in one streaming pass and summarise (count, sha256, has_responses)."""
+    return DatasetReader(spec, limit=limit).scan()

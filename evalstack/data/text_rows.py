@@ -23,8 +23,8 @@ try:  # several times faster than json on records; optional, so json stays the r
 except ImportError:  # pragma: no cover - depends on the installed extras
     _fast_loads = json.loads
 
-_UTF8_BOM = b"\xef\xbb\xbf"
-_UTF16_BOMS = (b"\xff\xfe", b"\xfe\xff")
+UTF8_BOM = b"\xef\xbb\xbf"
+UTF16_BOMS = (b"\xff\xfe", b"\xfe\xff")
 _CHUNK = 1 << 20
 # A block of JSON Lines parsed at once (``HashedLines.blocks``): what a reader holds, with its rows and
 # records (a few times the block); larger blocks measured no faster.
@@ -65,9 +65,9 @@ class HashedLines:
             if len(raw) > MAX_LINE_BYTES:
                 raise dataset_error(self._uri, f"line {number}", f"longer than {MAX_LINE_BYTES:,} bytes")
             if number == 1:
-                if raw.startswith(_UTF16_BOMS):
+                if raw.startswith(UTF16_BOMS):
                     raise dataset_error(self._uri, "line 1", "file is UTF-16 (byte order mark); save it as UTF-8")
-                raw = raw.removeprefix(_UTF8_BOM)
+                raw = raw.removeprefix(UTF8_BOM)
             try:
                 text = raw.decode("utf-8")
             except UnicodeDecodeError as err:
@@ -89,6 +89,11 @@ class HashedLines:
             number = self.newlines + 1
             self.newlines += block.count(b"\n")
             yield number, block
+
+    def block_lines(self, first: int, block: bytes) -> int:
+        """The lines of ``block``, the block ``blocks`` gave last (its first line is line ``first``): from the
+        newlines ``blocks`` counted, and a last line without one."""
+        return self.newlines + 1 - first + (not block.endswith(b"\n"))
 
     def sha256(self) -> str:
         """The sha256 of the whole file: reads (without parsing) whatever the caller did not consume."""
@@ -144,9 +149,9 @@ class JsonlRows:
         if _fast_loads is json.loads or not raw:
             return None
         if number == 1:
-            if raw[0].startswith(_UTF16_BOMS):
+            if raw[0].startswith(UTF16_BOMS):
                 return None
-            raw[0] = raw[0].removeprefix(_UTF8_BOM)
+            raw[0] = raw[0].removeprefix(UTF8_BOM)
         try:
             rows = list(map(_fast_loads, raw))
         except ValueError:

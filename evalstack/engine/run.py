@@ -22,7 +22,7 @@ from typing import IO, Any
 from evalstack import storage
 from evalstack.catalog.hyperparameters import request_concurrency
 from evalstack.data.text_rows import HashedLines
-from evalstack.engine.score_columns import ScoreColumnsReader, ScoreColumnsWriter
+from evalstack.engine.score_columns import ScoreColumnsReader, ScoreColumnsWriter, States
 from evalstack.engine.serving import add_serving, record_serving
 from evalstack.engine.tasks import build_task, model_reference, primary_metric
 from evalstack.models import cached_backend
@@ -144,7 +144,8 @@ def _one_pass(task: StreamingTask, shard: _Shard, path: Path, ids: Any) -> tuple
     the shard's score columns file (None when the scores are not columns, see ``score_columns``), or None
     as soon as an item needs a model (``path`` then holds a partial file to be rewritten).
 
-    The dataset comes in blocks, scored and encoded a column at a time (``StreamingTask.scored_blocks``)."""
+    The dataset comes in blocks, scored and encoded a column at a time (``StreamingTask.scored_blocks``), each
+    with its corpus states, summed into the score columns file's header."""
     done = reported = 0
     blocks = task.scored_blocks(shard.index, shard.count)
     written = hashlib.sha256()  # of the records file: its score columns name it
@@ -156,7 +157,7 @@ def _one_pass(task: StreamingTask, shard: _Shard, path: Path, ids: Any) -> tuple
                 ids.update(block.ids)
                 out.write(block.lines)
                 written.update(block.lines)
-                columns.add(block.count, block.scores)
+                columns.add(block.count, block.scores, block.corpus)
                 done += block.count
                 del block  # before the next block is read, so only one is ever held
                 if done >= reported + PROGRESS_ITEMS:  # a write (and fsync) per block costs more than scoring it
@@ -314,16 +315,22 @@ def verified_records(output_uri: str, role: str) -> tuple[ShardManifest, Iterato
     return manifests[0], _verified_merge(uris, manifests, manifests[0].items)
 
 
-def verified_scores(output_uri: str, role: str) -> tuple[ShardManifest, Iterator[ScoreBlock]] | None:
+def verified_scores(
+    output_uri: str, role: str
+) -> tuple[ShardManifest, Iterator[ScoreBlock], list[tuple[str, States]]] | None:
     """``verified_records`` from the shards' score columns files (see ``score_columns``) and their records'
-    lines, which are copied, not parsed (``ScoreBlock``); None when a shard has no such file. The same
-    checks, but for the record ids: each shard's lines are checked, as they are read, to be the records
-    file its columns were written with."""
+    lines, which are copied, not parsed (``ScoreBlock``), with each file's corpus states; None when a shard
+    has no such file. The same checks, but for the record ids: each shard's lines are checked, as they are
+    read, to be the records file its columns (and states) were written with."""
     uris, manifests = _shard_manifests(output_uri, role)
     columns = [score_columns_uri(output_uri, role, index, len(uris)) for index in range(len(uris))]
     if not all(map(storage.exists, columns)):
         return None
-    return manifests[0], _verified_score_merge(uris, columns, manifests[0].items)
+    states = []
+    for uri in columns:  # the headers only; the merge reads the files again
+        with storage.open_binary(uri) as handle:
+            states.append((uri, ScoreColumnsReader(handle, uri).corpus))
+    return manifests[0], _verified_score_merge(uris, columns, manifests[0].items), states
 
 
 def _shard_manifests(output_uri: str, role: str) -> tuple[list[str], list[ShardManifest]]:
@@ -435,7 +442,7 @@ def _copied(uri: str, items: int, reader: ScoreColumnsReader) -> Generator[Score
     with storage.open_binary(uri) as handle:
         lines = HashedLines(handle, uri)
         for first, raw in lines.blocks(COPY_BLOCK_BYTES):
-            count = lines.newlines + 1 - first + (not raw.endswith(b"\n"))  # newlines counted by ``blocks``
+            count = lines.block_lines(first, raw)
             if seen + count > items:
                 raise RuntimeError(
                     f"{uri}: records beyond the task's items; shard records do not cover the items exactly once"
@@ -614,8 +621,8 @@ def _finish_role(
         if isinstance(task, StreamingTask):
             scored = verified_scores(records_uri, role) if task.folds_scores else None
             if scored is not None:
-                manifest, blocks = scored
-                agg = task.aggregate_scores(blocks, samples.write_block)
+                manifest, blocks, states = scored
+                agg = task.aggregate_scores(blocks, samples.write_block, states)
             else:
                 manifest, merged = verified_records(records_uri, role)
                 agg = task.aggregate_stream(merged, samples.write_block, count=manifest.items)

@@ -4,8 +4,11 @@ Responses come from the dataset when every record has one; otherwise the model g
 Everything streams: items come from the reader, ``run`` scores each chunk's samples (the per-sample
 values of ROUGE, METEOR, BERTScore, BLEU and accuracy), and ``aggregate_stream`` folds the merged
 records into online state (sums, confusion counts, BLEU statistics) while passing each one on to
-samples.jsonl. Only a custom scorer that neither returns per-sample values nor aggregates batches
-sees the whole dataset at once, up to ``WHOLE_DATASET_SAMPLES`` (see evalstack.metrics.custom).
+samples.jsonl. A model-free pass (``run_block``) also makes each block's corpus states (confusion counts,
+BLEU statistics, from the tokenization that gave sentence BLEU), so without a custom scorer the Report
+step folds scores and states (``aggregate_scores``) and never parses a record. Only a custom scorer that
+neither returns per-sample values nor aggregates batches sees the whole dataset at once, up to
+``WHOLE_DATASET_SAMPLES`` (see evalstack.metrics.custom).
 """
 
 from __future__ import annotations
@@ -101,7 +104,7 @@ class ScorerTask:
         if self._summary is None:
             self._summary = self._reader.known_summary()
         if self._summary is None:
-            self._summary = self._reader.scan(spawned_workers(worker_count()))  # keeps nothing
+            self._summary = self._reader.scan()  # keeps nothing
         return self._summary  # type: ignore[return-value]
 
     def item_count(self) -> int:
@@ -148,12 +151,13 @@ class ScorerTask:
             references,
             [d["metadata"] for d in data],
         )
-        return columns.records(self._preset_scores(responses, references))
+        samples, _ = self._preset_scores(responses, references)  # the Report step folds the records
+        return columns.records(samples)
 
     def run_block(self, block: RecordBlock) -> ScoredBlock:
         """``run`` without a model over a block's records: their item ids, the bytes ``streamed_line`` gives
-        for each of ``run``'s records (made a column at a time when the block is plain, see ``_Columns``)
-        and their scores a column per key."""
+        for each of ``run``'s records (made a column at a time when the block is plain, see ``_Columns``),
+        their scores a column per key and the corpus metrics' states."""
         self._check_references(block.lines, block.references)
         if len(block) and (self.role == "base" or None in block.responses):
             missing = len(block) if self.role == "base" else block.responses.count(None)
@@ -161,12 +165,12 @@ class ScorerTask:
         columns = _Columns(
             block.lines, block.prompts, block.responses, [False] * len(block), block.references, block.metadata
         )
-        samples = self._preset_scores(block.responses, block.references)
+        samples, states = self._preset_scores(block.responses, block.references)
         scores = _score_columns(samples, len(block))
         ids = joined_item_ids(block.lines).encode("utf-8")
         # Columns as float64 arrays: from a block pool's worker they come back as bytes, not float objects.
         arrays = None if scores is None else {key: array("d", values) for key, values in scores.items()}
-        return ScoredBlock(len(block), ids, columns.encoded(samples, scores), arrays)
+        return ScoredBlock(len(block), ids, columns.encoded(samples, scores), arrays, states)
 
     def _check_references(self, lines: Sequence[int], references: Sequence[Any]) -> None:
         if None in references:
@@ -175,14 +179,23 @@ class ScorerTask:
                 f"{self.spec.dataset.columns.reference!r}: missing; scoring needs a reference for every record"  # type: ignore[union-attr]
             )
 
-    def _preset_scores(self, predictions: list[Any], references: list[Any]) -> list[dict[str, list[float]]]:
-        """Each preset's per-sample values a column per key (in the (sharded) evaluation step, chunk by
-        chunk)."""
+    def _preset_scores(
+        self, predictions: list[Any], references: list[Any]
+    ) -> tuple[list[dict[str, list[float]]], dict[str, dict[str, int]]]:
+        """Each preset's per-sample values a column per key, and each corpus metric's state, by metric (in
+        the (sharded) evaluation step, chunk by chunk)."""
+        samples: list[dict[str, list[float]]] = []
+        states: dict[str, dict[str, int]] = {}
         if not predictions:
-            return []
+            return samples, states
         pool = None if self.in_block_worker else step_pool()
-        scored = (preset.score_columns(predictions, references) for preset in self._presets(pool))
-        return [columns for columns in scored if columns is not None]
+        for preset in self._presets(pool):
+            columns, state = preset.score_block(predictions, references)
+            if columns is not None:
+                samples.append(columns)
+            if state is not None:
+                states[preset.metric.value] = state
+        return samples, states
 
     def aggregate(self, records: Sequence[dict[str, Any]]) -> Aggregate:
         """The list form of ``aggregate_stream``: custom per-sample scores land in the records themselves."""
@@ -253,12 +266,28 @@ class ScorerTask:
 
     @property
     def folds_scores(self) -> bool:
-        return not self.spec.custom_scorer_uri and not any(preset.needs_texts for preset in self._presets())
+        """Every preset folds from scores (the means) or corpus states (F1, BLEU); a custom scorer reads texts."""
+        return not self.spec.custom_scorer_uri
 
-    def aggregate_scores(self, blocks: Iterable[ScoreBlock], emit: ScoreEmit) -> Aggregate:
-        """``aggregate_stream`` given score columns (see ``folds_scores``). Only the evaluation step's
-        model-free pass writes them, so no response was generated."""
+    def aggregate_scores(
+        self, blocks: Iterable[ScoreBlock], emit: ScoreEmit, states: Sequence[tuple[str, dict[str, dict[str, int]]]]
+    ) -> Aggregate:
+        """``aggregate_stream`` given score columns and each shard's corpus states (see ``folds_scores``). Only
+        the evaluation step's model-free pass writes them, so no response was generated."""
         presets = self._presets()
+        corpus = [preset for preset in presets if preset.needs_texts]
+        wanted = sorted({preset.metric.value for preset in corpus})
+        for uri, shard_states in states:  # integer sums: the same in any order
+            if sorted(shard_states) != wanted:
+                raise RuntimeError(
+                    f"{uri}: corpus states of {sorted(shard_states)}, but the metrics need {wanted}; "
+                    "the shard was scored for other metrics"
+                )
+            for preset in corpus:
+                try:
+                    preset.add_state(shard_states[preset.metric.value])
+                except ValueError as err:
+                    raise RuntimeError(f"{uri}: corpus state {preset.metric.value!r}: {err}") from None
         agg = _new_aggregate()
         for block in blocks:
             for preset in presets:

@@ -8,8 +8,9 @@ be evaluated as a binary classifier.
 
 from __future__ import annotations
 
+import json
 from collections import Counter
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from importlib import metadata
 from operator import eq
 from typing import Any
@@ -115,7 +116,9 @@ class ConfusionCounts:
     """precision, recall and F1 over chunks: a count per (true, predicted) label pair.
 
     Every ``average`` of these metrics is a function of the confusion counts, so sklearn scores the
-    distinct pairs weighted by their counts, which is the whole corpus's value exactly.
+    distinct pairs weighted by their counts, which is the whole corpus's value exactly. Its ``state``
+    keys each count by its pair, encoded as the JSON list ``[true, predicted]``, so states of chunks or
+    shards add key by key, in any order.
     """
 
     def __init__(self, metric: BuiltInMetric, hp: Hyperparameters) -> None:
@@ -128,6 +131,21 @@ class ConfusionCounts:
     def add(self, predictions: Sequence[str], references: Sequence[str] | Sequence[Sequence[str]]) -> None:
         y_pred, y_true = _labels(predictions, references, self.hp.threshold)
         self.counts.update(zip(y_true, y_pred, strict=True))
+
+    def state(self) -> dict[str, int] | None:
+        return {json.dumps(pair): count for pair, count in sorted(self.counts.items())} or None
+
+    def add_state(self, state: Mapping[str, int]) -> None:
+        counts: Counter[tuple[str, str]] = Counter()
+        for key, count in state.items():
+            try:
+                pair = json.loads(key)
+            except ValueError:
+                pair = None
+            if not (isinstance(pair, list) and len(pair) == 2 and all(isinstance(label, str) for label in pair)):
+                raise ValueError(f"key {key!r} is not a JSON list of the true and the predicted label")
+            counts[pair[0], pair[1]] = count
+        self.counts.update(counts)
 
     def values(self) -> dict[str, float]:
         if not self.counts:

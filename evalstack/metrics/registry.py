@@ -5,6 +5,10 @@ A preset is scored in two halves so a corpus of any size streams through it in c
 folds a chunk into running state (sums for the means, confusion counts for F1, sacrebleu's
 sufficient statistics for BLEU). ``result`` is then the value the canonical library gives on the
 whole corpus. ``compute_preset`` is the one-chunk case.
+
+Where the texts are at hand once (the evaluation step), ``score_block`` gives both halves from one
+pass: the per-sample values and the chunk's corpus state, named integer sums that ``add_state`` folds
+in any order, so the Report step needs no texts for F1 or BLEU.
 """
 
 from __future__ import annotations
@@ -23,6 +27,9 @@ if TYPE_CHECKING:
 
 References = Sequence[str] | Sequence[Sequence[str]]
 Samples = list[dict[str, float]]
+Columns = dict[str, list[float]]
+# A corpus metric's state over a chunk, a shard or the corpus: named integer sums (``PresetScorer.score_block``).
+State = dict[str, int]
 
 # Presets whose corpus value is the mean of their per-sample values, so a standard error is defined.
 MEAN_OF_SAMPLES = frozenset(
@@ -145,15 +152,19 @@ class PresetScorer:
         self.pool = pool if self.metric in POOLED else None
         self.hp = params if isinstance(params, Hyperparameters) else custom_scorer_params(params)
         self.means = {k: RunningMean() for k in mean_keys(self.metric, self.hp)} if self.is_mean else {}
-        self._corpus: Any = None
+        self._corpus = self._new_corpus()
+
+    def _new_corpus(self) -> Any:
+        """What folds the texts of a corpus metric (None for the means)."""
         if self.metric is BuiltInMetric.BLEU:
             from evalstack.metrics.bleu import BleuStats
 
-            self._corpus = BleuStats(self.hp)
-        elif self.metric in CLASSIFICATION_METRICS and not self.is_mean:
+            return BleuStats(self.hp)
+        if self.metric in CLASSIFICATION_METRICS and not self.is_mean:
             from evalstack.metrics.classification import ConfusionCounts
 
-            self._corpus = ConfusionCounts(self.metric, self.hp)
+            return ConfusionCounts(self.metric, self.hp)
+        return None
 
     @property
     def is_mean(self) -> bool:
@@ -184,6 +195,25 @@ class PresetScorer:
             return None
         return {key: list(map(itemgetter(key), samples)) for key in (samples[0] if samples else ())}
 
+    def score_block(self, predictions: Sequence[str], references: References) -> tuple[Columns | None, State | None]:
+        """``score_columns`` and the chunk's corpus state (``add_state``; None for the means), from one pass
+        over the texts: BLEU's sentence values and its corpus sums come from one tokenization."""
+        corpus = self._new_corpus()
+        if corpus is None:
+            return self.score_columns(predictions, references), None
+        if self.metric is not BuiltInMetric.BLEU:  # F1, precision, recall: no per-sample values
+            corpus.add(predictions, references)
+            return None, corpus.state()
+        from evalstack.metrics.bleu import bleu_scored
+
+        scored: Any
+        if self.pool is not None:  # it concatenates any per-sample lists in order: here (score, statistics, refs)
+            scored = self.pool.score(bleu_scored, predictions, references, self.hp)  # type: ignore[arg-type]
+        else:
+            scored = bleu_scored(predictions, references, self.hp)
+        corpus.add_scored(scored)
+        return {"bleu": [score for score, _, _ in scored]}, corpus.state()
+
     def add(self, predictions: Sequence[str], references: References, scores: Sequence[dict[str, float]]) -> None:
         """Fold a chunk in, in corpus order; ``scores`` holds each sample's values (at least this metric's)."""
         if self._corpus is not None:
@@ -192,10 +222,17 @@ class PresetScorer:
             running.add(list(map(itemgetter(key), scores)))
 
     def add_scores(self, columns: Mapping[str, Sequence[float]]) -> None:
-        """``add`` for a metric that reads no texts (not ``needs_texts``), given the chunk's scores a column
-        per key."""
+        """``add`` given the chunk's scores a column per key, without the texts: a corpus metric (``needs_texts``)
+        takes its chunks' states instead (``add_state``)."""
         for key, running in self.means.items():
             running.add(columns[key])
+
+    def add_state(self, state: Mapping[str, int]) -> None:
+        """Fold in a corpus state (``score_block``'s, or their sum over chunks or shards): integer sums, so
+        in any order. Raises ValueError for a state that is not this metric's."""
+        if self._corpus is None:
+            raise ValueError(f"{self.metric.value} is a mean of per-sample values: it has no corpus state")
+        self._corpus.add_state(state)
 
     def result(self) -> MetricResult:
         """The corpus value (no per-sample values: the caller already has them from ``score``)."""
@@ -224,7 +261,11 @@ def compute_preset(
     defaults, unknown or out-of-range ones raise ValueError.
     """
     scorer = PresetScorer(metric, params)
-    per_sample = scorer.score(predictions, references)
-    scorer.add(predictions, references, per_sample or [])
+    columns, state = scorer.score_block(predictions, references)
+    rows = zip(*(columns or {}).values(), strict=True)
+    per_sample = None if columns is None else [dict(zip(columns, row, strict=True)) for row in rows]
+    scorer.add_scores(columns or {})
+    if state is not None:
+        scorer.add_state(state)
     result = scorer.result()
     return MetricResult(result.values, per_sample, result.signature)
