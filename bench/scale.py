@@ -15,6 +15,10 @@ its step processes: every process whose environment carries the run's marker var
     .venv/bin/python bench/scale.py                      # 1 GB (the issue also asks for 0.3 and 3)
     .venv/bin/python bench/scale.py --size-mb 300 --size-mb 1024 --size-mb 3072
     .venv/bin/python bench/scale.py --size-mb 30 --metric accuracy
+    .venv/bin/python bench/scale.py --size-mb 3072 --metric f1 --no-peer   # evalstack alone
+
+The generator is seeded, so a size always gives the same files: a peer's value from one run holds for
+another run of the same size.
 """
 
 from __future__ import annotations
@@ -174,6 +178,9 @@ def main() -> None:
     parser.add_argument("--size-mb", type=float, action="append", help="file size in MiB (repeatable; default 1024)")
     parser.add_argument("--metric", action="append", choices=METRICS, help="metric (repeatable; default all four)")
     parser.add_argument("--dir", default=None, help="where to write the generated files")
+    parser.add_argument(
+        "--no-peer", action="store_true", help="run evalstack alone (the generated files are the same for a size)"
+    )
     args = parser.parse_args()
     sizes = args.size_mb or [1024.0]
     metrics = args.metric or list(METRICS)
@@ -189,13 +196,14 @@ def main() -> None:
             for metric in metrics:
                 path, rows = files["labels" if metric in ("accuracy", "f1") else "text"]
                 before = os.getloadavg()[0]
-                ours, peer = run_evalstack(path, metric, work), run_peer(path, metric)
+                ours = run_evalstack(path, metric, work)
+                peer = None if args.no_peer else run_peer(path, metric)
                 # The 1-minute load average before and after: the machine may be shared, which inflates times.
                 load = f"{before:.1f}-{os.getloadavg()[0]:.1f}"
                 theirs = (
                     f"{peer.seconds:7.1f} {peer.peak_rss / 1024**2:9.0f} {ours.seconds / peer.seconds:6.2f}"
                     if peer is not None
-                    else f"{'failed':>7} {'-':>9} {'-':>6}"
+                    else f"{'not run' if args.no_peer else 'failed':>7} {'-':>9} {'-':>6}"
                 )
                 print(
                     f"{size:8.0f} {rows:10,} {metric:8} {ours.seconds:11.1f} {ours.peak_rss / 1024**2:9.0f} "
