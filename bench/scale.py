@@ -190,7 +190,7 @@ def main() -> None:
         with tempfile.TemporaryDirectory(dir=args.dir) as folder:
             work = Path(folder)
             files: dict[str, tuple[Path, int]] = {}
-            for kind in ("labels", "text") if any(m in ("bleu", "rouge") for m in metrics) else ("labels",):
+            for kind in dict.fromkeys("labels" if m in ("accuracy", "f1") else "text" for m in metrics):
                 path = work / f"{kind}.jsonl"
                 files[kind] = (path, generate(path, int(size * 1024**2), kind))
             for metric in metrics:
